@@ -57,6 +57,9 @@ class SampleRing:
         self._anchor_time = np.zeros(options.anchor_count, dtype=np.float64)
         self._anchors_written = 0
         self._data_arrived = threading.Event()
+        # Set by the consumer through release(); only a producer that must not
+        # overwrite unread audio (offline file conversion) looks at it.
+        self.consumed = 0
         self.producer_overwrites = 0  # blocks longer than the ring, truncated
         self.reader_overruns = 0
 
@@ -134,6 +137,11 @@ class SampleRing:
             self.reader_overruns += 1
             raise RingOverrun(start, self.oldest_available)
         return out
+
+    def release(self, index: int) -> None:
+        """The consumer is done with all samples before `index`."""
+        if index > self.consumed:
+            self.consumed = index
 
     def capture_time(self, index: int) -> float:
         """perf_counter time at which sample `index` was captured (start of the sample)."""
