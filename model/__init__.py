@@ -1,1 +1,14 @@
-"""hop.model"""
+"""hop.model: the HOP gesture model, its audio front end and frozen language model."""
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .frontend import MelOptions, StreamingLogMel, log_mel
+from .hop import Discriminator, Hop, HopConfig, HopState
+from .lm import DEFAULT_LM, FrozenLM, LMNotFoundError, load_tokenizer, resolve_lm_path
+from .skeleton import TED_EXPRESSIVE, TED_GESTURE, Skeleton, get_skeleton
+from .stream import HopStream
+
+__all__ = [
+    "CheckpointError", "load_checkpoint", "save_checkpoint", "MelOptions", "StreamingLogMel", "log_mel",
+    "Discriminator", "Hop", "HopConfig", "HopState", "DEFAULT_LM", "FrozenLM", "LMNotFoundError",
+    "load_tokenizer", "resolve_lm_path", "TED_EXPRESSIVE", "TED_GESTURE", "Skeleton", "get_skeleton", "HopStream",
+]
