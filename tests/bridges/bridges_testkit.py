@@ -1,0 +1,44 @@
+"""Independent checks for the bridge tests: forward kinematics with scipy's Rotation."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from hop.bridges.retarget import Rig
+
+
+def world_rotations(rig: Rig, local_quats: np.ndarray) -> list[Rotation]:
+    """Compose local (x, y, z, w) rotations root to leaf."""
+    world: list[Rotation] = []
+    for i, bone in enumerate(rig.bones):
+        local = Rotation.from_quat(local_quats[i])
+        world.append(local if bone.parent < 0 else world[bone.parent] * local)
+    return world
+
+
+def world_positions(rig: Rig, local_quats: np.ndarray) -> np.ndarray:
+    rotations = world_rotations(rig, local_quats)
+    positions = np.zeros((len(rig.bones), 3))
+    for i, bone in enumerate(rig.bones):
+        if bone.parent < 0:
+            positions[i] = bone.offset
+        else:
+            positions[i] = positions[bone.parent] + rotations[bone.parent].apply(bone.offset)
+    return positions
+
+
+def angle_degrees(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), np.dot(a, b))))
+
+
+def random_unit_pose(rng: np.random.Generator, n_bones: int) -> np.ndarray:
+    v = rng.normal(size=(n_bones, 3))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape(-1).astype(np.float32)
+
+
+def perturbed(pose: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    v = pose.reshape(-1, 3) + rng.normal(scale=scale, size=(len(pose) // 3, 3))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape(-1).astype(np.float32)
