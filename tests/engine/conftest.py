@@ -37,32 +37,60 @@ ESPEAK_TEXT = (
 )
 
 
+def espeak_speech(tmp_dir: Path) -> np.ndarray:
+    """ESPEAK_TEXT spoken by espeak-ng, at 16 kHz (the fallback when ../shared/data is absent)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("no speech data: ../shared/data is absent and espeak-ng is not installed (run setup.sh)")
+    wav = tmp_dir / "espeak.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), ESPEAK_TEXT], check=True, capture_output=True)
+    return load_wav_16k_mono(wav)
+
+
 def load_speech(seconds: float, tmp_dir: Path) -> np.ndarray:
-    """About `seconds` of real speech at 16 kHz: LJSpeech when present, espeak-ng otherwise."""
+    """Exactly `seconds` of real speech at 16 kHz: LJSpeech when present, espeak-ng otherwise."""
     clips = sorted(SHARED_SPEECH.glob("*.wav")) if SHARED_SPEECH.is_dir() else []
     pieces, total = [], 0
     for clip in clips:
-        audio = load_wav_16k_mono(clip)
-        pieces.append(audio)
-        total += len(audio)
+        pieces.append(load_wav_16k_mono(clip))
+        total += len(pieces[-1])
         if total >= seconds * SAMPLE_RATE:
             break
-    if not pieces:
-        if shutil.which("espeak-ng") is None:
-            pytest.fail("no speech data: ../shared/data is absent and espeak-ng is not installed (run setup.sh)")
-        wav = tmp_dir / "espeak.wav"
-        subprocess.run(["espeak-ng", "-w", str(wav), ESPEAK_TEXT], check=True, capture_output=True)
-        pieces = [load_wav_16k_mono(wav)]
-    speech = np.concatenate(pieces)
+    speech = np.concatenate(pieces) if pieces else espeak_speech(tmp_dir)
     while len(speech) < seconds * SAMPLE_RATE:
         speech = np.concatenate([speech, speech])
     return speech[: int(seconds * SAMPLE_RATE)].astype(np.float32)
+
+
+def load_speech_with_text(min_seconds: float, max_clip_seconds: float, tmp_dir: Path) -> tuple[np.ndarray, str]:
+    """Whole LJSpeech clips (each at most `max_clip_seconds`) with their transcript, or espeak-ng."""
+    metadata = SHARED_SPEECH / "metadata.csv"
+    pieces, words = [], []
+    if metadata.is_file():
+        for line in metadata.read_text().splitlines():
+            clip_id, _, text = line.split("|")
+            clip = SHARED_SPEECH / f"{clip_id}.wav"
+            audio = load_wav_16k_mono(clip) if clip.is_file() else np.zeros(0, np.float32)
+            if 0 < len(audio) <= max_clip_seconds * SAMPLE_RATE:
+                pieces += [audio, np.zeros(SAMPLE_RATE // 4, np.float32)]
+                words.append(text)
+            if sum(map(len, pieces)) >= min_seconds * SAMPLE_RATE:
+                break
+    if not pieces:
+        return espeak_speech(tmp_dir), ESPEAK_TEXT
+    return np.concatenate(pieces), " ".join(words)
 
 
 @pytest.fixture
 def speech_source(tmp_path):
     """A function returning `seconds` of real 16 kHz speech."""
     return lambda seconds: load_speech(seconds, tmp_path)
+
+
+@pytest.fixture
+def speech_with_text(tmp_path):
+    """A function returning (about `min_seconds` of 16 kHz speech, its transcript)."""
+    return lambda min_seconds, max_clip_seconds=8.0: load_speech_with_text(min_seconds, max_clip_seconds,
+                                                                           tmp_path)
 
 
 class VirtualMic:
