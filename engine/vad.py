@@ -1,8 +1,9 @@
 """A cheap streaming voice-activity detector: frame energy against an adaptive noise floor.
 
-One decision per pose frame (1/30 s by default). The noise floor drops at once to
-any quieter frame and creeps up slowly, so it tracks a room's hum or fan while
-speech (which always has short pauses) stays above it. A hangover keeps the
+One decision per pose frame (1/30 s by default). The noise floor is the quietest
+frame of the last couple of seconds ("minimum statistics"): a fan or hum sets it
+within that time, while speech, which always has quieter moments between
+syllables and words, stays well above it. A hangover keeps the
 decision "speaking" through the gaps between words, so the motion does not flicker
 to idle mid-sentence. Costs one dot product per frame.
 """
@@ -23,13 +24,13 @@ class VadOptions:
     threshold_db: float = 9.0
     # ...and louder than this absolute level (digital silence / a muted mic never speaks).
     min_level_dbfs: float = -55.0
-    # How fast the floor may rise during sustained sound.
-    floor_rise_db_per_s: float = 3.0
+    # The floor is the quietest frame within this many seconds.
+    floor_window_s: float = 2.0
     # Voiced frames needed in a row to start speaking (rejects clicks).
     onset_frames: int = 2
     hangover_s: float = 0.35
-    # The floor never drops below this, so after digital silence a quiet hiss
-    # does not count as speech for long.
+    # The floor never drops below this, so after digital silence a faint hiss
+    # is not mistaken for speech.
     lowest_floor_dbfs: float = -70.0
 
 
@@ -42,7 +43,8 @@ class VoiceActivityDetector:
         self.level_dbfs = -120.0
         self.speaking = False
         self._hangover_frames = max(0, round(options.hangover_s * options.frame_rate))
-        self._rise_per_frame = options.floor_rise_db_per_s / options.frame_rate
+        # Starts empty (+inf): the first frames set the floor rather than a guess.
+        self._recent_levels = np.full(max(1, round(options.floor_window_s * options.frame_rate)), np.inf)
         self._frames_done = 0
         self._samples_in = 0
         self._energy = 0.0  # sum of squares of the frame being filled
@@ -77,12 +79,9 @@ class VoiceActivityDetector:
         options = self.options
         level = 10.0 * math.log10(mean_square + 1e-12)
         self.level_dbfs = level
+        self._recent_levels[self._frames_done % len(self._recent_levels)] = level
+        self.noise_floor_dbfs = max(float(self._recent_levels.min()), options.lowest_floor_dbfs)
         voiced = level > self.noise_floor_dbfs + options.threshold_db and level > options.min_level_dbfs
-        # The floor falls to any quieter frame at once and rises slowly otherwise.
-        if level < self.noise_floor_dbfs:
-            self.noise_floor_dbfs = max(level, options.lowest_floor_dbfs)
-        else:
-            self.noise_floor_dbfs = min(level, self.noise_floor_dbfs + self._rise_per_frame)
         self._voiced_run = self._voiced_run + 1 if voiced else 0
         if self._voiced_run >= options.onset_frames or (self.speaking and voiced):
             self.speaking = True
