@@ -52,14 +52,25 @@ IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 # last axis and broadcast over the leading ones.
 
 def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ax, ay, az, aw = np.moveaxis(a, -1, 0)
-    bx, by, bz, bw = np.moveaxis(b, -1, 0)
-    return np.stack([
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-        aw * bw - ax * bx - ay * by - az * bz,
-    ], axis=-1)
+    ax, ay, az, aw = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bx, by, bz, bw = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
+    out[..., 0] = aw * bx + ax * bw + ay * bz - az * by
+    out[..., 1] = aw * by - ax * bz + ay * bw + az * bx
+    out[..., 2] = aw * bz + ax * by - ay * bx + az * bw
+    out[..., 3] = aw * bw - ax * bx - ay * by - az * bz
+    return out
+
+
+def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.cross for (..., 3), without its large per-call overhead on single vectors."""
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
+    out[..., 0] = ay * bz - az * by
+    out[..., 1] = az * bx - ax * bz
+    out[..., 2] = ax * by - ay * bx
+    return out
 
 
 def quat_conjugate(q: np.ndarray) -> np.ndarray:
@@ -69,8 +80,8 @@ def quat_conjugate(q: np.ndarray) -> np.ndarray:
 def quat_rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate vectors v by unit quaternions q."""
     u, w = q[..., :3], q[..., 3:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
+    t = 2.0 * cross(u, v)
+    return v + w * t + cross(u, t)
 
 
 def swing_between(rest: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -80,13 +91,13 @@ def swing_between(rest: np.ndarray, target: np.ndarray) -> np.ndarray:
     unique minimal arc; a half turn about an axis perpendicular to `rest` is used.
     """
     rest, target = np.broadcast_arrays(rest, target)
-    q = np.concatenate([np.cross(rest, target), 1.0 + np.sum(rest * target, axis=-1, keepdims=True)], axis=-1)
+    q = np.concatenate([cross(rest, target), 1.0 + np.sum(rest * target, axis=-1, keepdims=True)], axis=-1)
     target_norm = np.linalg.norm(target, axis=-1)
     opposite = (q[..., 3] < 1e-9) & (target_norm > 0.5)
     if np.any(opposite):
         r = rest[opposite]
         helper = np.where(np.abs(r[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
-        axis = np.cross(r, helper)
+        axis = cross(r, helper)
         q[opposite] = np.concatenate([axis / np.linalg.norm(axis, axis=-1, keepdims=True), np.zeros((len(r), 1))], axis=-1)
     norm = np.linalg.norm(q, axis=-1, keepdims=True)
     return np.where(norm > 1e-12, q / np.maximum(norm, 1e-12), IDENTITY)
@@ -287,23 +298,32 @@ def source_directions(dir_vec: np.ndarray, skeleton: Skeleton, space: str) -> np
 
 def retarget(rig: Rig, dir_vec: np.ndarray, skeleton: str = "ted_gesture") -> np.ndarray:
     """(..., n_bones*3) directions -> (..., n_rig_bones, 4) local rotations (x, y, z, w) in the rig's space."""
-    drives = {d.bone: d for d in rig.drives_for(skeleton)}
+    drives = rig.drives_for(skeleton)
     targets = source_directions(dir_vec, get_skeleton(skeleton), rig.space)
     batch = targets.shape[:-2]
-    identity = np.broadcast_to(IDENTITY, (*batch, 4))
-    local = [identity] * len(rig.bones)
-    world = [identity] * len(rig.bones)
-    for i, bone in enumerate(rig.bones):
-        parent_world = world[bone.parent] if bone.parent >= 0 else identity
-        drive = drives.get(i)
-        if drive is None:
-            world[i] = parent_world
-            continue
+    local = np.zeros((*batch, len(rig.bones), 4))
+    local[..., 3] = 1.0
+    world: dict[int, np.ndarray] = {}  # world rotation of each driven bone; undriven bones add nothing
+    for drive, ancestor in zip(drives, _driven_ancestors(rig, skeleton)):
+        parent_world = world[ancestor] if ancestor >= 0 else np.broadcast_to(IDENTITY, (*batch, 4))
         # The target, seen from the parent's frame, is what this bone must swing to.
         target_in_parent = quat_rotate(quat_conjugate(parent_world), targets[..., drive.source, :])
-        local[i] = swing_between(drive.rest_direction, target_in_parent)
-        world[i] = quat_multiply(parent_world, local[i])
-    return np.stack(local, axis=-2)
+        swing = swing_between(drive.rest_direction, target_in_parent)
+        local[..., drive.bone, :] = swing
+        world[drive.bone] = quat_multiply(parent_world, swing)
+    return local
+
+
+def _driven_ancestors(rig: Rig, skeleton: str) -> list[int]:
+    """For each drive, the nearest driven ancestor bone (-1 if none): the only rotation above it."""
+    driven = {d.bone for d in rig.drives_for(skeleton)}
+    ancestors = []
+    for drive in rig.drives_for(skeleton):
+        walker = rig.bones[drive.bone].parent
+        while walker >= 0 and walker not in driven:
+            walker = rig.bones[walker].parent
+        ancestors.append(walker)
+    return ancestors
 
 
 class Retargeter:

@@ -42,3 +42,51 @@ def random_unit_pose(rng: np.random.Generator, n_bones: int) -> np.ndarray:
 def perturbed(pose: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
     v = pose.reshape(-1, 3) + rng.normal(scale=scale, size=(len(pose) // 3, 3))
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape(-1).astype(np.float32)
+
+
+class OscReceiverProcess:
+    """osc_decoder.py running as a UDP receiver in its own process; decoded packets come back as JSON lines."""
+
+    def __init__(self):
+        import json
+        import queue
+        import subprocess
+        import sys
+        import threading
+        from pathlib import Path
+
+        self._json = json
+        self._process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("osc_decoder.py"))],
+                                         stdout=subprocess.PIPE, text=True)
+        self.port = json.loads(self._process.stdout.readline())["port"]
+        self._lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self._process.stdout:
+            self._lines.put(self._json.loads(line))
+
+    def collect(self, count: int, timeout: float = 10.0) -> list[dict]:
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        lines = []
+        while len(lines) < count:
+            try:
+                lines.append(self._lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return lines
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=5)
+
+
+def messages_of(line: dict) -> list[dict]:
+    assert "error" not in line, line
+    packet = line["packet"]
+    assert packet.get("bundle"), "expected one bundle per frame"
+    assert packet["timetag"] == 1, "timetag should be 'immediately'"
+    return packet["elements"]

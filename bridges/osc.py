@@ -1,0 +1,130 @@
+"""Native OSC output (the /hop/... address space) and the UDP sending both OSC sinks share.
+
+One OSC bundle per frame (timetag "immediately"), messages in this order:
+
+    /hop/frame     i        frame index since the stream started
+    /hop/stream    i        speaker / channel index
+    /hop/time      d        capture time: time.perf_counter() of the newest audio
+                            sample the pose depends on (float64; comparable with
+                            perf_counter / CLOCK_MONOTONIC of other processes on
+                            the same machine)
+    /hop/speaking  i        1 while voice is active, else 0
+    /hop/skeleton  s        "ted_gesture" (9 bones) or "ted_expressive" (42)
+    /hop/dirvec    f*(3B)   unit bone directions, TED convention (up -y, +z
+                            forward, subject's left -x), bone order of the skeleton
+    /hop/joints    f*(3J)   joint positions from those directions and the
+                            skeleton's bone lengths (metres, same axes, root at 0)
+
+bridges/README.md documents the same, with receiver notes.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+
+import numpy as np
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from hop.bridges.frame import PoseFrame
+from hop.model.skeleton import get_skeleton
+
+
+def osc_message(address: str, types: str, values: Iterable) -> OscMessage:
+    """One OSC message with explicit type tags (no guessing from Python types)."""
+    builder = OscMessageBuilder(address)
+    for type_tag, value in zip(types, values, strict=True):
+        builder.add_arg(value, type_tag)
+    return builder.build()
+
+
+def osc_bundle(messages: Iterable[OscMessage]) -> bytes:
+    builder = OscBundleBuilder(IMMEDIATELY)
+    for message in messages:
+        builder.add_content(message)
+    return builder.build().dgram
+
+
+class UdpSender:
+    """A connected, non-blocking UDP socket that counts failures instead of raising them.
+
+    Connecting lets the kernel report "port unreachable" (ECONNREFUSED) from an
+    earlier datagram, so a missing receiver shows up in the error count.
+    """
+
+    def __init__(self, host: str, port: int):
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port must be an integer 1-65535, got {port!r}")
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        except socket.gaierror as error:
+            raise ValueError(f"cannot resolve OSC target host {host!r} ({error}); give an IP address or a known host name") from None
+        self.target = f"{host}:{port}"
+        self._socket = socket.socket(family, kind, proto)
+        self._socket.setblocking(False)
+        self._socket.connect(address)
+        self.sent = 0
+        self.dropped = 0
+        self.errors = 0
+        self.last_error = ""
+
+    def send(self, packet: bytes) -> None:
+        try:
+            self._socket.send(packet)
+            self.sent += 1
+        except BlockingIOError:
+            self.dropped += 1  # socket buffer full: losing a pose frame beats stalling the engine
+        except OSError as error:
+            self.record_error(error)
+
+    def record_error(self, error: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+
+    def stats(self) -> dict[str, float | int | str]:
+        return {"sent": self.sent, "dropped": self.dropped, "errors": self.errors, "last_error": self.last_error}
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def encode_native_bundle(frame: PoseFrame) -> bytes:
+    """The /hop/... bundle for one frame."""
+    skeleton = get_skeleton(frame.skeleton)
+    dir_vec = np.asarray(frame.dir_vec, dtype=np.float32).reshape(-1)
+    if dir_vec.shape[0] != skeleton.pose_dim:
+        raise ValueError(f"frame {frame.index}: dir_vec has {dir_vec.shape[0]} numbers, "
+                         f"skeleton {skeleton.name!r} needs {skeleton.pose_dim}")
+    joints = skeleton.dir_vec_to_joints(dir_vec).reshape(-1)
+    return osc_bundle([
+        osc_message("/hop/frame", "i", [frame.index]),
+        osc_message("/hop/stream", "i", [frame.stream]),
+        osc_message("/hop/time", "d", [frame.capture_time]),
+        osc_message("/hop/speaking", "i", [int(frame.speaking)]),
+        osc_message("/hop/skeleton", "s", [skeleton.name]),
+        osc_message("/hop/dirvec", "f" * len(dir_vec), dir_vec.tolist()),
+        osc_message("/hop/joints", "f" * len(joints), joints.tolist()),
+    ])
+
+
+class OscSink:
+    """Sends every frame (all streams) as a native /hop/... OSC bundle over UDP."""
+
+    def __init__(self, host: str, port: int):
+        self._sender = UdpSender(host, port)
+
+    def send(self, frame: PoseFrame) -> None:
+        try:
+            packet = encode_native_bundle(frame)
+        except Exception as error:  # a malformed frame must not take the engine down
+            self._sender.record_error(error)
+            return
+        self._sender.send(packet)
+
+    def close(self) -> None:
+        self._sender.close()
+
+    def stats(self) -> dict[str, float | int | str]:
+        return self._sender.stats()
