@@ -52,7 +52,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                               "written by hop-train, or leave it out to use the built-in default")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated ({err.__class__.__name__}: "
                               f"{err}); copy it again or retrain it") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -107,7 +107,7 @@ class HopState(NamedTuple):
     lm_k: torch.Tensor  # (B, 2, layers, heads, lm_window, head_dim): keys of the last lm_window LM tokens
     lm_v: torch.Tensor  # same shape: values
     lm_out: torch.Tensor  # (B, semantic_dim): semantic features of the latest LM token
-    conv: tuple[torch.Tensor, ...]  # per graph layer (B, C, nodes, (kernel-1)*dilation): left context
+    conv: tuple[torch.Tensor, ...]  # per graph layer (B, (kernel-1)*dilation, nodes, C): left context
     gru: torch.Tensor  # (gru_layers, B, gru_hidden)
     prev_pose: torch.Tensor  # (B, pose_dim): the last pose produced (or seeded)
     prev_known: torch.Tensor  # (B,) float: 1 once prev_pose holds a real pose
@@ -203,30 +203,38 @@ class LMContext:
 
 
 class GraphLayer(nn.Module):
-    """Gated dilated causal temporal conv, skip output, diffusion over two graph supports."""
+    """Gated dilated causal temporal conv, skip output, diffusion over two graph supports.
 
-    def __init__(self, channels: int, skip_channels: int, kernel: int, dilation: int, supports: int, order: int = 2):
+    Tensors are channels-last, (B, T, N, C): a temporal tap is a time-shifted view
+    and every 1x1 convolution a Linear, which is much cheaper than a dilated
+    Conv2d for the few frames a streaming step carries.
+    """
+
+    def __init__(self, channels: int, kernel: int, dilation: int, supports: int, order: int = 2):
         super().__init__()
         self.kernel, self.dilation, self.order = kernel, dilation, order
         self.context = (kernel - 1) * dilation
-        self.filter_gate = nn.Conv2d(channels, 2 * channels, (1, kernel), dilation=(1, dilation))
-        self.skip = nn.Conv2d(channels, skip_channels, 1)
-        self.mix = nn.Conv2d(channels * (1 + supports * order), channels, 1)
+        self.filter_gate = nn.Linear(kernel * channels, 2 * channels)
+        self.skip = nn.Linear(channels, channels)
+        self.mix = nn.Linear(channels * (1 + supports * order), channels)
 
     def forward(self, x: torch.Tensor, left: torch.Tensor, supports: list[torch.Tensor]):
-        """x: (B, C, N, T); left: (B, C, N, context) -> (x_out, skip, new_left)."""
-        padded = torch.cat([left, x], dim=-1)
-        filt, gate = self.filter_gate(padded).chunk(2, dim=1)
+        """x: (B, T, N, C); left: (B, context, N, C) earlier inputs -> (x_out, skip, new_left)."""
+        t = x.shape[1]
+        padded = torch.cat([left, x], dim=1)
+        taps = [padded[:, self.context - j * self.dilation:self.context - j * self.dilation + t]
+                for j in range(self.kernel - 1, -1, -1)]  # oldest tap first
+        filt, gate = self.filter_gate(torch.cat(taps, dim=-1)).chunk(2, dim=-1)
         z = torch.tanh(filt) * torch.sigmoid(gate)
         skip = self.skip(z)
         diffused = [z]
         for a in supports:
             h = z
             for _ in range(self.order):
-                h = torch.einsum("bcnt,nm->bcmt", h, a)
+                h = a @ h  # node i gathers from the nodes its row of the support weights
                 diffused.append(h)
-        out = self.mix(torch.cat(diffused, dim=1)) + x
-        return out, skip, padded[..., padded.shape[-1] - self.context:]
+        out = self.mix(torch.cat(diffused, dim=-1)) + x
+        return out, skip, padded[:, padded.shape[1] - self.context:]
 
 
 class GraphEncoder(nn.Module):
@@ -243,14 +251,17 @@ class GraphEncoder(nn.Module):
         # audio features projected separately for every node.
         self.audio_to_nodes = nn.Linear(cfg.audio_dim, n * cfg.graph_audio_channels)
         self.audio_channels = cfg.graph_audio_channels
-        self.start = nn.Conv2d(4 + cfg.graph_audio_channels, c, 1)
-        self.layers = nn.ModuleList(
-            GraphLayer(c, c, cfg.graph_kernel, d, supports=2) for d in cfg.graph_dilations)
-        self.end = nn.Sequential(nn.ReLU(), nn.Conv2d(c, c, 1), nn.ReLU(), nn.Conv2d(c, cfg.graph_out_channels, 1))
+        self.start = nn.Linear(4 + cfg.graph_audio_channels, c)
+        self.layers = nn.ModuleList(GraphLayer(c, cfg.graph_kernel, d, supports=2) for d in cfg.graph_dilations)
+        self.end = nn.Sequential(nn.ReLU(), nn.Linear(c, c), nn.ReLU(), nn.Linear(c, cfg.graph_out_channels))
         self.out_dim = n * cfg.graph_out_channels
 
     def adaptive_support(self) -> torch.Tensor:
         return torch.softmax(F.relu(self.node_source @ self.node_target.t()), dim=1)
+
+    def initial_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
+        channels = self.start.out_features
+        return tuple(torch.zeros(batch, layer.context, self.nodes, channels, device=device) for layer in self.layers)
 
     def forward(self, prev_pose, prev_known, audio, conv_state):
         """prev_pose (B,T,3N), prev_known (B,T), audio (B,T,audio_dim) -> (B,T,out_dim), new conv state."""
@@ -258,8 +269,7 @@ class GraphEncoder(nn.Module):
         pose_nodes = prev_pose.view(b, t, self.nodes, 3)
         known = prev_known.view(b, t, 1, 1).expand(b, t, self.nodes, 1)
         audio_nodes = self.audio_to_nodes(audio).view(b, t, self.nodes, self.audio_channels)
-        x = torch.cat([pose_nodes, known, audio_nodes], dim=-1).permute(0, 3, 2, 1)  # (B, C_in, N, T)
-        x = self.start(x)
+        x = self.start(torch.cat([pose_nodes, known, audio_nodes], dim=-1))  # (B, T, N, C)
         supports = [self.skeleton_support, self.adaptive_support()]
         skip = 0
         new_state = []
@@ -267,8 +277,8 @@ class GraphEncoder(nn.Module):
             x, s, left = layer(x, left, supports)
             skip = skip + s
             new_state.append(left)
-        out = self.end(skip)  # (B, C_out, N, T)
-        return out.permute(0, 3, 2, 1).reshape(b, t, self.out_dim), tuple(new_state)
+        # The last layer's residual output joins the skip sum so that no layer is a dead end.
+        return self.end(skip + x).reshape(b, t, self.out_dim), tuple(new_state)
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,8 +345,7 @@ class Hop(nn.Module):
             lm_dtype = self.lm.word_embeddings.dtype
         else:
             kv_shape = (batch, 2, 0, 0, cfg.lm_window, 0)
-        conv = tuple(torch.zeros(batch, cfg.graph_channels, cfg.n_bones, layer.context, device=device)
-                     for layer in (self.graph.layers if self.graph else []))
+        conv = self.graph.initial_state(batch, device) if self.graph else ()
         zeros = torch.zeros(batch, dtype=torch.long, device=device)
         return HopState(
             frame=zeros, start=zeros.clone(),
@@ -491,8 +500,7 @@ class Hop(nn.Module):
             return poses
         semantic = self._semantic_offline(mel, tokens)
         audio = self.audio(mel)
-        conv = tuple(torch.zeros(mel.shape[0], self.cfg.graph_channels, self.cfg.n_bones, layer.context,
-                                 device=mel.device) for layer in (self.graph.layers if self.graph else []))
+        conv = self.graph.initial_state(mel.shape[0], mel.device) if self.graph else ()
         poses, _, _ = self._generate(semantic, audio, style, prev_pose, prev_known, conv, None)
         return poses
 
