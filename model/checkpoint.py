@@ -28,14 +28,28 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def save_checkpoint(path: str | os.PathLike, model: Hop, **extra) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated file under ``path``."""
+def save_checkpoint(path: str | os.PathLike, model: Hop, inference_only: bool = False, **extra) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated file under ``path``.
+
+    ``inference_only`` stores the reprogramming prototypes instead of the V x V'
+    compression that makes them (see ``Reprogramming.bake``): the file shrinks from
+    ~130 MB to ~7 MB, and it can be run or exported but not trained further.
+    """
+    state = model.state_dict()
+    baked = inference_only or (model.cfg.use_reprogramming and model.reprogram.baked)
+    if baked and model.cfg.use_reprogramming and not model.reprogram.baked:
+        with torch.no_grad():
+            prototypes = model.reprogram.compress(
+                model.lm.word_embeddings.t().to(model.reprogram.compress.weight.dtype)).t()
+        state = {k: v for k, v in state.items() if not k.startswith("reprogram.compress.")}
+        state["reprogram.prototypes"] = prototypes.contiguous()
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "config": model.cfg.to_dict(),
         "lm": asdict(model.lm.info) if model.lm is not None else None,
-        "model": model.state_dict(),
+        "model": state,
+        "inference_only": bool(baked and model.cfg.use_reprogramming),
         **extra,
     }
     path = Path(path)
@@ -64,16 +78,21 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike, lm: FrozenLM | None = None, skeleton: str | None = None,
-                    lm_spec: str | None = None) -> tuple[Hop, dict]:
+                    lm_spec: str | None = None, for_training: bool = False) -> tuple[Hop, dict]:
     """Build the model a checkpoint describes and load its weights.
 
     ``skeleton`` / ``lm`` state what the caller expects; a checkpoint made for
     something else fails with a message saying what it was made for.
+    ``for_training`` refuses inference-only (baked) checkpoints, which lack the
+    compression weights training needs.
     ``lm_spec`` points at a local copy of the checkpoint's LM when its original
     folder is not on this machine.
     """
     payload = read_checkpoint(path)
     cfg = HopConfig(**payload["config"])
+    if for_training and payload.get("inference_only"):
+        raise CheckpointError(f"checkpoint {str(path)!r} is inference-only (its reprogramming prototypes are "
+                              "baked); resume training from the full checkpoint hop-train wrote (last.pt/best.pt)")
     if skeleton is not None and cfg.skeleton != skeleton:
         raise CheckpointError(f"checkpoint {str(path)!r} was trained for skeleton {cfg.skeleton!r}, "
                               f"not {skeleton!r}")
@@ -86,6 +105,8 @@ def load_checkpoint(path: str | os.PathLike, lm: FrozenLM | None = None, skeleto
             f"checkpoint {str(path)!r} was trained with language model {stored_lm['spec']!r} "
             f"(fingerprint {stored_lm['fingerprint']}), but {model.lm.info.spec!r} has fingerprint "
             f"{model.lm.info.fingerprint}; point --lm at the model it was trained with")
+    if payload.get("inference_only") and cfg.use_reprogramming:
+        model.reprogram.bake(None)
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit its own config "

@@ -136,14 +136,42 @@ class Reprogramming(nn.Module):
         nn.init.normal_(self.compress.weight, std=1.0 / math.sqrt(vocab_size))
         self._cache: tuple | None = None
 
+    @property
+    def baked(self) -> bool:
+        return self.compress is None
+
+    def bake(self, word_embeddings: torch.Tensor | None) -> None:
+        """Replace the V x V' compression by the V' prototypes it produces (inference only).
+
+        The compression holds V*V' weights (30 M for MiniLM with V'=1000) but only its
+        V' output rows matter once training is over; a baked model is ~100x smaller
+        on disk. ``word_embeddings=None`` makes an empty slot for load_state_dict.
+        """
+        if self.baked:
+            return
+        with torch.no_grad():
+            if word_embeddings is None:
+                prototypes = torch.zeros(self.compress.out_features, self.key.in_features)
+            else:
+                prototypes = self.compress(word_embeddings.t().to(self.compress.weight.dtype)).t()
+        self.compress = None
+        self.register_buffer("prototypes", prototypes.contiguous())
+        self._cache = None
+
     def _prototype_kv(self, word_embeddings: torch.Tensor):
-        params = (self.compress.weight, self.compress.bias, self.key.weight, self.key.bias,
-                  self.value.weight, self.value.bias, word_embeddings)
+        if self.baked:
+            params = (self.prototypes, self.key.weight, self.key.bias, self.value.weight, self.value.bias)
+        else:
+            params = (self.compress.weight, self.compress.bias, self.key.weight, self.key.bias,
+                      self.value.weight, self.value.bias, word_embeddings)
         use_cache = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
         stamp = tuple((p.data_ptr(), p._version) for p in params)
         if use_cache and self._cache is not None and self._cache[0] == stamp:
             return self._cache[1], self._cache[2]
-        prototypes = self.compress(word_embeddings.t().to(self.compress.weight.dtype)).t()  # (V', width)
+        if self.baked:
+            prototypes = self.prototypes
+        else:
+            prototypes = self.compress(word_embeddings.t().to(self.compress.weight.dtype)).t()  # (V', width)
         k = self.key(prototypes).view(-1, self.heads, self.head_dim).transpose(0, 1)  # (heads, V', d)
         v = self.value(prototypes).view(-1, self.heads, self.head_dim).transpose(0, 1)
         if use_cache:

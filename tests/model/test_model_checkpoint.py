@@ -44,3 +44,19 @@ def test_mismatched_skeleton_and_lm_are_refused(saved, default_lm, tmp_path):
     torch.save(payload, other)
     with pytest.raises(CheckpointError, match="trained with language model"):
         load_checkpoint(other, lm=default_lm)
+
+
+def test_inference_only_checkpoint_is_small_and_equivalent(default_lm, tmp_path):
+    model = Hop(HopConfig(), lm=default_lm).eval()  # the default V' = 1000 prototypes
+    full, baked = tmp_path / "full.pt", tmp_path / "baked.pt"
+    save_checkpoint(full, model)
+    save_checkpoint(baked, model, inference_only=True)
+    # the V x V' compression dominates the full file; the baked one keeps only V' rows
+    assert baked.stat().st_size < full.stat().st_size / 10
+    loaded, payload = load_checkpoint(baked, lm=default_lm)
+    assert payload["inference_only"] and loaded.reprogram.baked
+    audio = torch.randn(16000).numpy() * 0.1
+    a, b = HopStream(model).push_audio(audio), HopStream(loaded).push_audio(audio)
+    assert abs(a - b).max() < 1e-5
+    with pytest.raises(CheckpointError, match="inference-only.*full checkpoint"):
+        load_checkpoint(baked, lm=default_lm, for_training=True)
