@@ -141,6 +141,15 @@ class StreamingLogMel:
         self._history = signal[-self.opts.span:]
         return features
 
+    def skip(self, block: np.ndarray) -> int:
+        """Consume samples without computing features; returns the number of frames passed over."""
+        block = _as_mono_float(block).astype(np.float64)
+        self.samples_seen += len(block)
+        n_ready = self.opts.frames_in(self.samples_seen) - self.frames_emitted
+        self.frames_emitted += n_ready
+        self._history = np.concatenate([self._history, block])[-self.opts.span:]
+        return n_ready
+
     def frame_end_sample(self, frame: int) -> int:
         """Absolute index (exclusive) of the newest sample pose frame ``frame`` depends on."""
         return int(self.opts.frame_end(frame))

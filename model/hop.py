@@ -164,18 +164,28 @@ class Reprogramming(nn.Module):
         else:
             params = (self.compress.weight, self.compress.bias, self.key.weight, self.key.bias,
                       self.value.weight, self.value.bias, word_embeddings)
+        if torch.compiler.is_compiling():
+            # Tracers cannot read data pointers; a cache warmed before tracing (see
+            # export.ExplicitStep) enters the graph as constants.
+            if self._cache is not None:
+                return self._cache[1], self._cache[2]
+            return self._project_prototypes(word_embeddings)
         use_cache = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
         stamp = tuple((p.data_ptr(), p._version) for p in params)
         if use_cache and self._cache is not None and self._cache[0] == stamp:
             return self._cache[1], self._cache[2]
+        k, v = self._project_prototypes(word_embeddings)
+        if use_cache:
+            self._cache = (stamp, k, v)
+        return k, v
+
+    def _project_prototypes(self, word_embeddings: torch.Tensor):
         if self.baked:
             prototypes = self.prototypes
         else:
             prototypes = self.compress(word_embeddings.t().to(self.compress.weight.dtype)).t()  # (V', width)
         k = self.key(prototypes).view(-1, self.heads, self.head_dim).transpose(0, 1)  # (heads, V', d)
         v = self.value(prototypes).view(-1, self.heads, self.head_dim).transpose(0, 1)
-        if use_cache:
-            self._cache = (stamp, k, v)
         return k, v
 
     def forward(self, mel: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
@@ -435,22 +445,31 @@ class Hop(nn.Module):
         attend = torch.ones(b, t, t, dtype=torch.bool, device=mel.device)
         return self.semantic(self._run_lm(lm_in, positions, attend)[0])
 
-    def _semantic_causal(self, mel, tokens, state: HopState):
-        """Per-frame semantic features from the LM tokens of this chunk; new LM cache and last output."""
+    def lm_columns(self, first_frame: int, frames: int) -> list[int]:
+        """Which of ``frames`` frames starting at ``first_frame`` carry an LM token."""
+        return [i for i in range(frames) if (first_frame + i) % self.cfg.lm_stride == 0]
+
+    def _semantic_causal(self, mel, tokens, state: HopState, lm_cols: list[int] | None = None):
+        """Per-frame semantic features from the LM tokens of this chunk; new LM cache and last output.
+
+        ``lm_cols`` (from ``lm_columns``) may be given by a caller that tracks the
+        batch clock itself, so that no value is read back from the state tensors
+        (a traced or exported step must not branch on tensor data).
+        """
         cfg = self.cfg
         b, t, _ = mel.shape
         if not cfg.use_lm:
             semantic = self.semantic(self._lm_input(mel, tokens))
             return semantic, state.lm_k, state.lm_v, semantic[:, -1]
         stride, window = cfg.lm_stride, cfg.lm_window
-        first = int(state.frame[0])  # the batch clock: the same in every row
-        lm_cols = [i for i in range(t) if (first + i) % stride == 0]
+        if lm_cols is None:
+            lm_cols = self.lm_columns(int(state.frame[0]), t)  # the batch clock: the same in every row
         new_k, new_v, outputs = state.lm_k, state.lm_v, state.lm_out.unsqueeze(1)
         if lm_cols:
             cols = torch.tensor(lm_cols, device=mel.device)
             lm_in = self._lm_input(mel[:, cols], tokens[:, cols])
             n = len(lm_cols)
-            token_no = ((first + cols) // stride).expand(b, n)
+            token_no = torch.div(state.frame.unsqueeze(1) + cols, stride, rounding_mode="floor")
             key_no = torch.cat([token_no[:, :1] - window + torch.arange(window, device=mel.device), token_no], 1)
             first_token = torch.div(state.start + stride - 1, stride, rounding_mode="floor")
             attend = self.lm_context.attend(token_no, key_no, first_token).reshape(b * 2, n, window + n)
@@ -487,7 +506,8 @@ class Hop(nn.Module):
     # -- public entry points ---------------------------------------------------------------
 
     def step(self, mel: torch.Tensor, tokens: torch.Tensor, style: torch.Tensor, state: HopState,
-             prev_pose: torch.Tensor | None = None, prev_known: torch.Tensor | None = None):
+             prev_pose: torch.Tensor | None = None, prev_known: torch.Tensor | None = None,
+             lm_cols: list[int] | None = None):
         """Advance a causal model by T frames.
 
         mel (B, T, feature_dim), tokens (B, T) LM token ids (PAD where no word; only
@@ -499,7 +519,7 @@ class Hop(nn.Module):
         if not self.cfg.causal:
             raise RuntimeError("this model was built in offline paper mode (causal=False) and cannot stream; "
                                "use a causal model or call forward_offline")
-        semantic, lm_k, lm_v, lm_out = self._semantic_causal(mel, tokens, state)
+        semantic, lm_k, lm_v, lm_out = self._semantic_causal(mel, tokens, state, lm_cols)
         audio = self.audio(mel)
         if prev_pose is not None:
             if prev_known is None:

@@ -15,7 +15,11 @@ from .hop import Hop
 
 
 class HopStream:
-    def __init__(self, model: Hop, batch: int = 1, device: str | torch.device = "cpu"):
+    """``step``: what advances the model, called as ``step(mel, tokens, style, state, first_frame)``
+    and returning (poses, new_state); by default eager ``model.step`` (a compiled or
+    TensorRT step from hop.engine.backends fits the same slot)."""
+
+    def __init__(self, model: Hop, batch: int = 1, device: str | torch.device = "cpu", step=None):
         if not model.cfg.causal:
             raise ValueError("HopStream needs a causal (streaming) model; this one was built with causal=False")
         self.model = model.eval()
@@ -27,6 +31,9 @@ class HopStream:
         self.pad_token = model.lm.info.pad_token_id if model.lm is not None else 0
         self._pending_tokens: list[dict[int, int]] = [{} for _ in range(batch)]
         self._mean = model.mean_pose.detach().cpu().numpy()
+        self._step = step or (lambda mel, tokens, style, state, first_frame:
+                              model.step(mel, tokens, style, state,
+                                         lm_cols=model.lm_columns(first_frame, mel.shape[1])))
 
     @property
     def frames_done(self) -> int:
@@ -102,6 +109,24 @@ class HopStream:
                 tok = pending.pop(first + i, None)
                 if tok is not None:
                     tokens[s, i] = tok
-        poses, self.state = self.model.step(torch.from_numpy(mel).to(self.device),
-                                            torch.from_numpy(tokens).to(self.device), self.style, self.state)
-        return poses.cpu().numpy() + self._mean
+        poses, self.state = self._step(torch.from_numpy(mel).to(self.device),
+                                       torch.from_numpy(tokens).to(self.device), self.style, self.state, first)
+        return poses.float().cpu().numpy() + self._mean
+
+    def skip_audio(self, audio: np.ndarray) -> int:
+        """Let audio pass without running the model (a runtime catching up after a stall).
+
+        The front ends consume it so that later frames see the right history; the
+        model's state is left as it was and simply continues. Text queued for the
+        skipped frames is dropped. Returns the number of frames skipped.
+        """
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        first = self.frames_done
+        for fe, a in zip(self.frontends, audio):
+            fe.skip(a)
+        for pending in self._pending_tokens:
+            for frame in range(first, self.frames_done):
+                pending.pop(frame, None)
+        return self.frames_done - first
