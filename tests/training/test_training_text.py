@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hop.training.data.text import WordPieces, align_tokens
+from hop.model.text import WordPieces, align_tokens
 
 
 @pytest.fixture(scope="module")
