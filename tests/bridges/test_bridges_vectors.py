@@ -224,3 +224,53 @@ def test_bridges_vectors_cpp_parser_matches_vectors(tmp_path):
                    check=True, capture_output=True, timeout=120)
     result = subprocess.run([str(exe)], input=HARNESS_INPUT, capture_output=True, text=True, timeout=30, check=True)
     check_parser_output(result.stdout)
+
+
+# ------------------------------------------------------------ the receivers' drive tables
+
+UNITY_ORDER = ["Spine", "Neck", "Head", "LeftShoulder", "LeftUpperArm", "LeftLowerArm", "RightShoulder",
+               "RightUpperArm", "RightLowerArm"]
+UE_ORDER = ["spine_01", "neck_01", "head", "clavicle_l", "upperarm_l", "lowerarm_l", "clavicle_r", "upperarm_r",
+            "lowerarm_r"]
+
+
+def rig_drives(rig_name: str, skeleton: str) -> dict[str, tuple[int, np.ndarray]]:
+    from hop.bridges.retarget import load_rig
+
+    rig = load_rig(rig_name)
+    return {rig.bones[d.bone].name: (d.source, d.rest_direction) for d in rig.drives_for(skeleton)}
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return v / np.linalg.norm(v)
+
+
+def test_bridges_vectors_unity_drive_table_matches_the_rig_profile():
+    """Which /hop/dirvec bone turns which avatar bone, and the fixed neck/head rest directions, as in unity_humanoid.toml."""
+    source = (UNITY / "HopOscReceiver.cs").read_text()
+    tables = dict(re.findall(r"(TedGesture|TedExpressive) = Table\(([^;]*)\);", source))
+    assert set(tables) == {"TedGesture", "TedExpressive"}
+    fixed = dict(re.findall(r"HumanBodyBones\.(\w+), \w+, -?\d+, NoBone, new Vector3\(([^)]*)\)", source))
+    assert set(fixed) == {"Neck"}  # the head's rest direction is the tables' last argument
+    for name, skeleton in (("TedGesture", "ted_gesture"), ("TedExpressive", "ted_expressive")):
+        drives = rig_drives("unity_humanoid", skeleton)
+        numbers = [float(x.rstrip("f")) for x in re.findall(r"-?[\d.]+f?", tables[name])]
+        assert [int(x) for x in numbers[:9]] == [drives[bone][0] for bone in UNITY_ORDER], name
+        np.testing.assert_allclose(unit(numbers[9:12]), drives["Head"][1], atol=2e-3)
+        vector = [float(x.rstrip("f")) for x in fixed["Neck"].split(",")]
+        np.testing.assert_allclose(unit(vector), drives["Neck"][1], atol=2e-3)
+
+
+def test_bridges_vectors_unreal_drive_table_matches_the_rig_profiles():
+    source = (UNREAL / "HopLive" / "Source" / "HopLive" / "Private" / "HopOscReceiverComponent.cpp").read_text()
+    arrays = dict(re.findall(r"(TedGesture|TedExpressive)Sources\[9\] = \{([^}]*)\}", source))
+    # The skeleton's bone indices are the same whatever the rig: ue5_mannequin has gesture drives only.
+    gesture = rig_drives("ue5_mannequin", "ted_gesture")
+    assert [int(x) for x in arrays["TedGesture"].split(",")] == [gesture[bone][0] for bone in UE_ORDER]
+    expressive = rig_drives("unity_humanoid", "ted_expressive")
+    assert [int(x) for x in arrays["TedExpressive"].split(",")] == [expressive[bone][0] for bone in UNITY_ORDER]
+    fixed = re.findall(r"\{(\w+), NAME_None, FVector\(([^)]*)\)", source)
+    assert [name for name, _ in fixed] == ["Neck", "Head"]
+    for (_, vector), bone in zip(fixed, ["neck_01", "head"]):
+        np.testing.assert_allclose(unit([float(x) for x in vector.split(",")]), gesture[bone][1], atol=2e-3)
