@@ -255,7 +255,7 @@ def test_bridges_vectors_unity_drive_table_matches_the_rig_profile():
     assert set(fixed) == {"Neck"}  # the head's rest direction is the tables' last argument
     for name, skeleton in (("TedGesture", "ted_gesture"), ("TedExpressive", "ted_expressive")):
         drives = rig_drives("unity_humanoid", skeleton)
-        numbers = [float(x.rstrip("f")) for x in re.findall(r"-?[\d.]+f?", tables[name])]
+        numbers = [float(x.rstrip("f")) for x in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?f?", tables[name])]
         assert [int(x) for x in numbers[:9]] == [drives[bone][0] for bone in UNITY_ORDER], name
         np.testing.assert_allclose(unit(numbers[9:12]), drives["Head"][1], atol=2e-3)
         vector = [float(x.rstrip("f")) for x in fixed["Neck"].split(",")]
