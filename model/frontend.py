@@ -52,6 +52,10 @@ class MelOptions:
         """Number of complete pose frames in ``n_samples`` samples."""
         return n_samples * self.fps // self.sample_rate
 
+    def samples_for(self, n_frames: int) -> int:
+        """Fewest samples that complete ``n_frames`` frames (inverse of ``frames_in``)."""
+        return -(-n_frames * self.sample_rate // self.fps)
+
 
 def mel_filterbank(opts: MelOptions) -> np.ndarray:
     """Triangular filters on the HTK mel scale, area-normalised: (n_fft // 2 + 1, n_mels)."""

@@ -1,0 +1,107 @@
+"""How the model step runs: eager PyTorch, torch.compile, or TensorRT.
+
+Every backend yields a ``step(mel, tokens, style, state, first_frame)`` callable
+for ``HopStream``. The compiled ones run ``hop.model.export.ExplicitStep``
+variants, one frame per call (static shapes), chosen by the frame number the
+host tracks, so the compiled graphs never branch on tensor data.
+
+* ``eager`` (default): plain PyTorch; the CPU path, real time on its own.
+* ``compile``: torch.compile (Inductor) of the explicit step; CPU or CUDA.
+* ``tensorrt``: torch-tensorrt (dynamo frontend) with fp16 kernels on an NVIDIA
+  GPU; needs the ``gpu`` extra (``pip install -e '.[gpu]'``) and CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from hop.model import Hop
+from hop.model.export import example_inputs, flatten_state, step_variants, unflatten_state
+
+BACKENDS = ("eager", "compile", "tensorrt")
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    name: str = "eager"
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    lm_bf16: bool = False  # run the frozen LM in bfloat16 (CPU with AVX512-BF16 / AMX, or CUDA)
+
+
+def check_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("--device cuda was asked for but this PyTorch sees no CUDA GPU "
+                           f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise BackendError(f"unsupported device {device!r}; use cpu or cuda")
+    return dev
+
+
+def prepare(model: Hop, options: BackendOptions, batch: int = 1):
+    """Move the model into place and return the step callable for HopStream (None = eager default)."""
+    if options.name not in BACKENDS:
+        raise BackendError(f"unknown backend {options.name!r}; choose one of {', '.join(BACKENDS)}")
+    device = check_device(options.device)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    model.to(device).eval()
+    if options.lm_bf16 and model.lm is not None:
+        model.lm.to(torch.bfloat16)
+    if options.name == "eager":
+        return None
+    if options.name == "compile":
+        compiled = [torch.compile(v, dynamic=False) for v in step_variants(model, frames=1)]
+        return _frame_by_frame(compiled)
+    return _frame_by_frame(_tensorrt_variants(model, device, batch))
+
+
+def _frame_by_frame(variants):
+    """A HopStream step that runs one fixed-shape variant per frame."""
+
+    def step(mel, tokens, style, state, first_frame):
+        poses = []
+        flat = flatten_state(state)
+        for i in range(mel.shape[1]):
+            out = variants[(first_frame + i) % len(variants)](mel[:, i:i + 1], tokens[:, i:i + 1], style, *flat)
+            poses.append(out[0])
+            flat = tuple(out[1:])
+        return torch.cat(poses, dim=1), unflatten_state(flat)
+
+    return step
+
+
+def _tensorrt_variants(model: Hop, device: torch.device, batch: int):
+    if device.type != "cuda":
+        raise BackendError("the tensorrt backend runs on NVIDIA GPUs only; add --device cuda "
+                           "(or use --backend eager / compile on the CPU)")
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        raise BackendError("torch-tensorrt is not installed; install the GPU extra with "
+                           "`.venv/bin/pip install -e '.[gpu]'` (needs CUDA and a matching torch build), "
+                           "or use --backend eager")
+    import torch_tensorrt
+
+    inputs = example_inputs(model, batch=batch, frames=1, device=device)
+    # fp16 kernels: newer torch-tensorrt (explicit typing) takes enable_autocast,
+    # older releases took enabled_precisions.
+    accepted = inspect.signature(torch_tensorrt.dynamo.compile).parameters
+    if "enable_autocast" in accepted:
+        precision = {"enable_autocast": True, "autocast_low_precision_type": torch.float16}
+    else:
+        precision = {"enabled_precisions": {torch.float16, torch.float32}}
+    engines = []
+    for variant in step_variants(model, frames=1):
+        with torch.no_grad():
+            program = torch.export.export(variant, inputs)
+            engines.append(torch_tensorrt.dynamo.compile(
+                program, arg_inputs=list(inputs), truncate_double=True, min_block_size=1, **precision))
+    return engines

@@ -1,0 +1,336 @@
+"""One run of the engine, from options to a report: what `hop-live` does, as a function.
+
+``run_session(options, stop)`` loads the model, opens the source and the outputs,
+runs the loop until the source ends, ``stop`` is set or the duration is over,
+closes everything (a BVH is finished even after Ctrl-C) and returns a report:
+the final status figures, each sink's own figures, and what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hop.engine.backends import BackendError, BackendOptions, prepare
+from hop.engine.motion import MotionOptions
+from hop.engine.ring import RingOptions, SampleRing
+from hop.engine.runtime import Engine, RuntimeOptions
+from hop.engine.status import EngineStatus
+from hop.model import CheckpointError, Hop, HopConfig, HopStream, LMNotFoundError, load_checkpoint
+from hop.profiles import EngineSettings, MotionSettings
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMO_SPEECH = ASSETS / "demo_speech.wav"
+# The checkpoint hop-live uses when none is given (see README: what it was trained on).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "weights" / "default.pt"
+
+
+class SessionError(RuntimeError):
+    """Something the user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    kind: str  # osc | vmc | ws | bvh
+    host: str = "127.0.0.1"
+    port: int = 0
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    mic: str | None = None
+    input: Path | None = None
+    realtime: bool = True
+    loop: bool = False
+    samplerate: float | None = None
+    outputs: tuple[OutputSpec, ...] = ()
+    checkpoint: Path | None = None
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    motion: MotionSettings = field(default_factory=MotionSettings)
+    vmc_rig: str = "unity_humanoid"
+    ws_allow_remote: bool = False
+    ws_token: str | None = None
+    style: str = "neutral"
+    audio_delay_s: float = 0.0
+    stats_line: bool = False
+    stats_json: Path | None = None
+    duration_s: float | None = None
+    report_dir: Path | None = None  # when set: BVH/GIF/latency plot of the run are written here
+
+
+def parse_host_port(spec: str, default_port: int | None) -> tuple[str, int]:
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        host, port = spec, ""
+    if not port:
+        if default_port is None:
+            raise SessionError(f"{spec!r} needs a port, e.g. 127.0.0.1:9000")
+        return host or "127.0.0.1", default_port
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SessionError(f"bad port in {spec!r}; expected HOST:PORT with PORT in 0..65535")
+    return host or "127.0.0.1", int(port)
+
+
+# -- model -------------------------------------------------------------------------------
+
+def load_model(checkpoint: Path | None) -> tuple[Hop, str]:
+    """The model and a one-line description of where it came from."""
+    path = checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
+    try:
+        if path is None:
+            torch.manual_seed(0)
+            model = Hop(HopConfig()).eval()
+            return model, ("UNTRAINED model (no checkpoint given and no built-in default installed): "
+                           "motion follows the audio's timing only by chance; pass --checkpoint")
+        model, payload = load_checkpoint(path)
+    except CheckpointError as error:
+        raise SessionError(str(error)) from None
+    except LMNotFoundError as error:
+        raise SessionError(str(error)) from None
+    if not model.cfg.causal:
+        raise SessionError(f"checkpoint {str(path)!r} is an offline (paper-mode, bidirectional) model; "
+                           "the live engine needs a causal one (train with mode = \"streaming\")")
+    trained = payload.get("train_args", {}).get("data", "unknown data")
+    return model, f"checkpoint {path} ({trained})"
+
+
+def apply_style(stream: HopStream, spec: str) -> None:
+    spec = spec.strip()
+    try:
+        if spec in ("neutral", ""):
+            stream.set_style(0)
+        elif spec.startswith("sample"):
+            seed = int(spec.split(":", 1)[1]) if ":" in spec else None
+            stream.set_style(0, sample=True, seed=seed)
+        elif spec.startswith("speaker:"):
+            stream.set_style(0, speaker=int(spec.split(":", 1)[1]))
+        else:
+            stream.set_style(0, vector=np.array([float(x) for x in spec.split(",")], dtype=np.float32))
+    except ValueError as error:
+        raise SessionError(f"bad --style {spec!r}: {error}; use neutral, sample[:SEED], speaker:N or "
+                           f"{stream.model.cfg.style_dim} comma-separated numbers") from None
+
+
+def warm_up(model: Hop, step, device: str) -> None:
+    """Run every first-call cost (prototype cache, allocator, JIT kernels) before real audio arrives."""
+    from hop.engine.sanitize import AudioSanitizer
+    AudioSanitizer().process(np.zeros(64, dtype=np.float32))
+    HopStream(model, device=device, step=step).push_audio(np.zeros(model.cfg.mel.sample_rate // 2, np.float32))
+
+
+# -- outputs -----------------------------------------------------------------------------
+
+def open_sinks(options: SessionOptions, skeleton: str, engine_ref: list) -> list:
+    sinks = []
+    try:
+        for out in options.outputs:
+            if out.kind == "osc":
+                from hop.bridges.osc import OscSink
+                sinks.append(OscSink(out.host, out.port))
+            elif out.kind == "vmc":
+                from hop.bridges.vmc import VmcOptions, VmcSink
+                sinks.append(VmcSink(out.host, out.port, VmcOptions(rig=options.vmc_rig)))
+            elif out.kind == "ws":
+                from hop.bridges.ws import WebSocketOptions, WebSocketSink
+                sink = WebSocketSink(WebSocketOptions(host=out.host, port=out.port, skeleton=skeleton,
+                                                      allow_remote=options.ws_allow_remote,
+                                                      token=options.ws_token))
+                sink.on_control(lambda control: _on_control(engine_ref, control))
+                sinks.append(sink)
+                print(f"hop-live: viewer at {sink.viewer_url}", file=sys.stderr)
+            elif out.kind == "bvh":
+                from hop.bridges.bvh import BvhRecorder
+                sinks.append(BvhRecorder(out.path, skeleton=skeleton))
+            else:
+                raise SessionError(f"unknown output kind {out.kind!r}")
+    except (OSError, ValueError) as error:
+        for sink in sinks:
+            sink.close()
+        raise SessionError(f"cannot open output: {error}") from None
+    return sinks
+
+
+def _on_control(engine_ref: list, control) -> None:
+    """A validated WebSocket control message (runs on the server thread)."""
+    if not engine_ref:
+        return
+    engine: Engine = engine_ref[0]
+    if control.intensity is not None:
+        engine.set_intensity(control.intensity)
+    if control.mute is not None:
+        engine.set_muted(control.mute)
+    if control.style is not None:
+        style = control.style
+        engine.set_style(lambda stream: apply_style(stream, style.replace("_", ":", 1)))
+
+
+# -- source ------------------------------------------------------------------------------
+
+def open_source(options: SessionOptions, ring: SampleRing):
+    if options.input is not None:
+        from hop.engine.audio_file import AudioFileError, FileSource, FileSourceOptions
+        try:
+            return FileSource(FileSourceOptions(Path(options.input), realtime=options.realtime, loop=options.loop),
+                              ring)
+        except (AudioFileError, OSError) as error:
+            raise SessionError(str(error)) from None
+    from hop.engine.capture import CaptureOptions, MicCapture
+    device = options.mic
+    if device in (None, "default"):
+        device = None
+    elif isinstance(device, str) and device.isdigit():
+        device = int(device)
+    return MicCapture(CaptureOptions(device=device, samplerate=options.samplerate), ring)
+
+
+# -- the run -----------------------------------------------------------------------------
+
+def run_session(options: SessionOptions, stop: threading.Event | None = None) -> dict:
+    stop = stop or threading.Event()
+    settings = options.engine
+    model, model_note = load_model(options.checkpoint)
+    print(f"hop-live: {model_note}", file=sys.stderr)
+    try:
+        step = prepare(model, BackendOptions(settings.backend, settings.device, settings.threads or None,
+                                             settings.lm_bf16))
+    except BackendError as error:
+        raise SessionError(str(error)) from None
+    warm_up(model, step, settings.device)
+    stream = HopStream(model, device=settings.device, step=step)
+    apply_style(stream, options.style)
+
+    status = EngineStatus()
+    ring = SampleRing(RingOptions(seconds=10.0))
+    source = open_source(options, ring)
+    asr, tokenizer = _start_asr(settings.asr, model, status)
+    engine_ref: list = []
+    sinks = open_sinks(options, model.cfg.skeleton, engine_ref)
+    recorder = _FrameRecorder() if options.report_dir is not None else None
+    runtime = RuntimeOptions(
+        send_rate=settings.send_rate, max_frames_per_step=settings.max_frames_per_step,
+        skip_backlog_frames=settings.skip_backlog_frames, audio_delay_s=options.audio_delay_s,
+        realtime=options.realtime, motion=MotionOptions(**options.motion.__dict__))
+    try:
+        engine = Engine(stream, ring, source, sinks + ([recorder] if recorder else []), runtime, status,
+                        asr=asr, tokenizer=tokenizer, skeleton=model.cfg.skeleton)
+    except ValueError as error:
+        _close(sinks, asr)
+        raise SessionError(str(error)) from None
+    engine_ref.append(engine)
+    if recorder is not None:
+        engine.latency_trace = recorder.latencies
+
+    watcher = threading.Thread(target=_watch, args=(engine, stop, options), daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    error = None
+    try:
+        engine.run()
+    except Exception as exc:  # a source that cannot open (CaptureError) and the like
+        error = exc
+    finally:
+        stop.set()
+        watcher.join(timeout=2)
+        _close(sinks, asr)
+    if error is not None:
+        raise SessionError(str(error)) from error
+    report = {
+        "summary": {
+            "model": model_note,
+            "source": status.source_name,
+            "seconds": round(time.perf_counter() - started, 2),
+            "pose_frames_computed": engine.model_frames,
+            "model_ms_per_frame": round(1000 * engine.model_seconds / max(engine.model_frames, 1), 3),
+            **{k: v for k, v in status.snapshot().items() if k in (
+                "frames_emitted", "frames_skipped", "frames_dropped", "latency_ms", "ring_overruns",
+                "input_overflows", "sanitizer", "asr", "recent_errors")},
+            "outputs": {f"{type(s).__name__}[{i}]": _safe_stats(s) for i, s in enumerate(sinks)},
+        },
+    }
+    if options.stats_json is not None:
+        _write_json(options.stats_json, report["summary"])
+    if recorder is not None and options.report_dir is not None:
+        from hop.engine.report import write_run_report
+        report["summary"]["files"] = write_run_report(options.report_dir, recorder.frames, recorder.latencies,
+                                                      model.cfg.skeleton)
+    return report
+
+
+def _start_asr(enabled: bool, model: Hop, status: EngineStatus):
+    if not enabled:
+        return None, None
+    if model.lm is None:
+        status.asr_message = "this checkpoint has no LM: text would be unused; ASR not started"
+        return None, None
+    from hop.engine.asr import AsrClient, AsrOptions
+    from hop.model import load_tokenizer
+    asr = AsrClient(AsrOptions())
+    asr.start()
+    return asr, load_tokenizer(model.cfg.lm)
+
+
+def _watch(engine: Engine, stop: threading.Event, options: SessionOptions) -> None:
+    """Stops the engine on request or at the duration; prints and saves live status."""
+    deadline = time.perf_counter() + options.duration_s if options.duration_s else None
+    last_json = 0.0
+    while not stop.wait(0.5):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        if options.stats_line:
+            print("\r" + engine.status.status_line()[:160].ljust(160), end="", file=sys.stderr, flush=True)
+        if options.stats_json is not None and time.perf_counter() - last_json >= 1.0:
+            _write_json(options.stats_json, engine.status.snapshot())
+            last_json = time.perf_counter()
+    if options.stats_line:
+        print(file=sys.stderr)
+    engine.stop()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _safe_stats(sink) -> dict:
+    try:
+        return dict(sink.stats())
+    except Exception as error:
+        return {"error": repr(error)}
+
+
+def _close(sinks, asr) -> None:
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as error:
+            print(f"hop-live: closing {type(sink).__name__} failed: {error!r}", file=sys.stderr)
+    if asr is not None:
+        asr.stop()
+
+
+class _FrameRecorder:
+    """A sink that keeps the run's frames in memory for the demo report."""
+
+    def __init__(self):
+        self.frames: list[tuple[float, np.ndarray, bool]] = []  # (sent at, dir_vec, speaking)
+        self.latencies: list[tuple[float, float]] = []  # filled by the engine: (sent at, latency s)
+
+    def send(self, frame) -> None:
+        self.frames.append((time.perf_counter(), frame.dir_vec, frame.speaking))
+
+    def close(self) -> None:
+        pass
+
+    def stats(self) -> dict:
+        return {"sent": len(self.frames), "dropped": 0, "errors": 0, "last_error": ""}
