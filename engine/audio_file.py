@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hop.engine.resample import TARGET_RATE, StreamingResampler
+from hop.engine.resample import StreamingResampler
 from hop.engine.ring import SampleRing
 from hop.engine.status import SourceState
 

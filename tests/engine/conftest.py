@@ -1,22 +1,14 @@
 """Fixtures for the engine tests: a real virtual microphone and real speech.
 
-`virtual_mic` runs a private PulseAudio daemon (its own HOME and XDG_RUNTIME_DIR
-in a tmp dir) with a pipe source `vmic`. A feeder process (engine_mic_feeder.py)
-writes 16-bit PCM into the source's FIFO at real-time pace: fed speech when there
-is some, silence otherwise, as a real microphone never stops delivering. PortAudio is
-re-initialised after the environment points at the daemon, so its ALSA `pulse`
-and `default` devices reach `vmic`. The daemon is stopped by its own PID.
+`virtual_mic` is hop.engine.virtual_mic.VirtualMic (a private PulseAudio daemon
+with a pipe source fed at real-time pace) in a tmp dir, with PortAudio
+re-initialised so that its `pulse` and `default` devices reach it.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import struct
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +16,10 @@ import pytest
 
 from hop.engine.audio_file import load_wav_16k_mono
 from hop.engine.capture import rescan_devices
+from hop.engine.virtual_mic import VirtualMic, available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_SPEECH = REPO_ROOT.parent / "shared" / "data" / "speech" / "ljspeech"
-FEEDER = Path(__file__).with_name("engine_mic_feeder.py")
 SAMPLE_RATE = 16_000
 
 ESPEAK_TEXT = (
@@ -93,107 +85,11 @@ def speech_with_text(tmp_path):
                                                                            tmp_path)
 
 
-class VirtualMic:
-    def __init__(self, root: Path):
-        self.root = root
-        self.home = root / "home"
-        self.runtime = root / "run"
-        self.fifo = root / "vmic.fifo"
-        self.daemon: subprocess.Popen | None = None
-        self.feeder: subprocess.Popen | None = None
-        self.module_id: str | None = None
-        self.clips_fed = 0
-        # perf_counter times (the clock is system-wide) at which clips started / ended.
-        self.clip_starts: list[float] = []
-        self.clip_ends: list[float] = []
-
-    def env(self) -> dict[str, str]:
-        return {
-            "HOME": str(self.home),
-            "XDG_RUNTIME_DIR": str(self.runtime),
-            "PULSE_SERVER": f"unix:{self.runtime / 'pulse' / 'native'}",
-            "PULSE_RUNTIME_PATH": str(self.runtime / "pulse"),
-            "PULSE_SOURCE": "vmic",
-        }
-
-    def start(self) -> None:
-        self.home.mkdir()
-        self.runtime.mkdir(mode=0o700)
-        env = {**os.environ, **self.env()}
-        with open(self.root / "pulseaudio.log", "wb") as log:
-            self.daemon = subprocess.Popen(
-                ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1",
-                 "-L", "module-native-protocol-unix",
-                 "-L", "module-null-sink sink_name=vsink rate=16000 channels=1 format=s16le"],
-                env=env, stdout=subprocess.DEVNULL, stderr=log,
-            )
-        deadline = time.monotonic() + 20
-        while self._pactl("info", check=False).returncode != 0:
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                log_text = (self.root / "pulseaudio.log").read_text(errors="replace")
-                raise RuntimeError(f"pulseaudio did not start:\n{log_text}")
-            time.sleep(0.1)
-        self.plug()
-        self.feeder = subprocess.Popen([sys.executable, str(FEEDER), str(self.fifo)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
-        threading.Thread(target=self._read_feeder_events, daemon=True).start()
-
-    def _read_feeder_events(self) -> None:
-        for line in self.feeder.stdout:
-            kind, when = line.decode().split()
-            (self.clip_starts if kind == "start" else self.clip_ends).append(float(when))
-
-    def _pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["pactl", *args], env={**os.environ, **self.env()},
-                              capture_output=True, text=True, check=check, timeout=15)
-
-    def plug(self) -> None:
-        """Create the `vmic` source (the module creates the FIFO itself)."""
-        self.module_id = self._pactl(
-            "load-module", "module-pipe-source", "source_name=vmic", f"file={self.fifo}",
-            "format=s16le", "rate=16000", "channels=1").stdout.strip()
-
-    def unplug(self) -> None:
-        """Remove the source, as if the microphone's cable were pulled."""
-        self._pactl("unload-module", self.module_id)
-        self.module_id = None
-        self.fifo.unlink(missing_ok=True)  # the module leaves it behind and refuses to reuse it
-
-    def feed(self, samples: np.ndarray) -> None:
-        """Queue float samples in [-1, 1]; the feeder writes them at real-time pace."""
-        pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2").tobytes()
-        self.feeder.stdin.write(struct.pack("<I", len(pcm)) + pcm)
-        self.feeder.stdin.flush()
-        self.clips_fed += 1
-
-    def wait_drained(self, timeout: float) -> float:
-        """Wait until every fed clip was written; returns when the last one started."""
-        deadline = time.monotonic() + timeout
-        while len(self.clip_ends) < self.clips_fed:
-            assert time.monotonic() < deadline, "the virtual microphone did not take the fed audio in time"
-            time.sleep(0.02)
-        return self.clip_starts[-1]
-
-    def stop(self) -> None:
-        for process in (self.feeder, self.daemon):  # each by its own PID, never by name
-            if process is None or process.poll() is not None:
-                continue
-            if process is self.feeder:
-                process.stdin.close()  # EOF asks the feeder to exit
-            else:
-                process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-
 @pytest.fixture
 def virtual_mic(tmp_path, monkeypatch):
-    for binary in ("pulseaudio", "pactl"):
-        if shutil.which(binary) is None:
-            pytest.skip(f"{binary} is not installed (setup.sh installs pulseaudio and pulseaudio-utils)")
+    reason = available()
+    if reason:
+        pytest.skip(reason)
     mic = VirtualMic(tmp_path / "pulse")
     mic.root.mkdir()
     try:
