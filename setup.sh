@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything hop-live needs on a fresh Debian machine: system packages
 # (PortAudio, espeak-ng, sox, PulseAudio for the virtual microphone, Chromium for
-# the viewer tests) and a virtual environment in .venv with the pinned packages.
+# the viewer tests, Mono and g++ to compile the Unity/Unreal OSC parsers in their
+# tests) and a virtual environment in .venv with the pinned packages.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(libportaudio2 espeak-ng sox pulseaudio pulseaudio-utils chromium chromium-driver)
+APT_PACKAGES=(libportaudio2 espeak-ng sox pulseaudio pulseaudio-utils chromium chromium-driver mono-mcs mono-runtime g++)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

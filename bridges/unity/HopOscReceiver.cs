@@ -26,7 +26,7 @@ namespace HopLive
     public class HopOscReceiver : MonoBehaviour
     {
         [Tooltip("UDP port given to hop-live --osc HOST:PORT")]
-        public int port = 39570;
+        public int port = 9000;
         [Tooltip("Speaker / channel to follow (/hop/stream)")]
         public int stream = 0;
         [Tooltip("Humanoid avatar to pose; defaults to the Animator on this GameObject. Must be in T-pose when enabled.")]

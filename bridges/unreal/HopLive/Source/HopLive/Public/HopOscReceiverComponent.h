@@ -28,7 +28,7 @@ public:
 
 	// UDP port given to hop-live --osc HOST:PORT.
 	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "hop-live")
-	int32 Port = 39570;
+	int32 Port = 9000;
 
 	// Speaker / channel to follow (/hop/stream).
 	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "hop-live")
