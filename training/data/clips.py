@@ -160,7 +160,7 @@ def read_manifest(root: str | Path) -> Manifest:
     path = Path(root) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a hop-clips corpus; create one with "
-                                "hop-convert-ted, hop-make-synthetic or the BEAT2/BVH converters")
+                                "hop-convert-ted, hop-make-synth or the BEAT2/BVH converters")
     raw = json.loads(path.read_text())
     if raw.get("format") != FORMAT_NAME or raw.get("version") != FORMAT_VERSION:
         raise ValueError(f"{path}: expected format {FORMAT_NAME!r} version {FORMAT_VERSION}, "
