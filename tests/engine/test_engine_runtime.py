@@ -1,0 +1,192 @@
+"""The real-time loop: every frame offline, catch-up by skipping, idle without audio,
+and the whole capture path (virtual mic -> PortAudio -> engine -> OSC receiver process)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hop.engine.audio_file import FileSource, FileSourceOptions
+from hop.engine.capture import CaptureOptions, MicCapture
+from hop.engine.motion import MotionOptions
+from hop.engine.ring import RingOptions, SampleRing
+from hop.engine.runtime import Engine, RuntimeOptions
+from hop.engine.status import SourceState
+from hop.engine.session import DEFAULT_CHECKPOINT
+from hop.model import Hop, HopConfig, HopStream, load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bridges"))
+from bridges_testkit import OscReceiverProcess, messages_of  # noqa: E402
+
+from hop.bridges.osc import OscSink  # noqa: E402
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Untrained: enough for timing, skipping and idle behaviour."""
+    torch.manual_seed(0)
+    return Hop(HopConfig(n_prototypes=64)).eval()
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    """The shipped default checkpoint: an untrained model barely moves, so 'speech moves
+    the avatar more than silence' needs one that learned to gesture."""
+    if not DEFAULT_CHECKPOINT.is_file():
+        pytest.skip(f"no default checkpoint at {DEFAULT_CHECKPOINT} (see README: training the default)")
+    return load_checkpoint(DEFAULT_CHECKPOINT)[0]
+
+
+class ListSink:
+    def __init__(self):
+        self.frames = []
+
+    def send(self, frame):
+        self.frames.append(frame)
+
+    def close(self):
+        pass
+
+    def stats(self):
+        return {"sent": len(self.frames), "dropped": 0, "errors": 0, "last_error": ""}
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def motion_per_frame(poses: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(np.diff(poses, axis=0), axis=1)
+
+
+def test_offline_conversion_sends_every_frame_in_order_and_speech_moves_more(trained_model, speech_source,
+                                                                             tmp_path):
+    model = trained_model
+    silence = np.zeros(2 * SR, np.float32)
+    audio = np.concatenate([silence, 0.8 * speech_source(3.0), silence])
+    ring = SampleRing(RingOptions(seconds=2.0))  # shorter than the file: offline mode must wait, not overwrite
+    source = FileSource(FileSourceOptions(write_wav(tmp_path / "talk.wav", audio), realtime=False), ring)
+    sink = ListSink()
+    engine = Engine(HopStream(model), ring, source, [sink], RuntimeOptions(realtime=False, send_rate=30.0))
+    engine.run()
+    expected = model.cfg.mel.frames_in(len(audio))
+    assert engine.model_frames == expected
+    assert [f.index for f in sink.frames] == list(range(expected))
+    assert engine.status.frames_skipped == 0 and engine.status.ring_overruns == 0
+    poses = np.stack([f.dir_vec for f in sink.frames])
+    assert np.allclose(np.linalg.norm(poses.reshape(len(poses), -1, 3), axis=-1), 1.0, atol=1e-4)
+    speaking = np.array([f.speaking for f in sink.frames])
+    assert speaking[70:140].mean() > 0.8 and speaking[:55].sum() == 0 and speaking[-30:].sum() == 0
+    moving = motion_per_frame(poses)
+    assert moving[75:135].mean() > 2 * moving[5:55].mean(), "speech should move the avatar more than silence"
+    assert (moving[5:55] > 0).all(), "silence must show idle motion, not a frozen pose"
+
+
+def test_falling_behind_skips_frames_instead_of_growing_latency(model, speech_source, tmp_path):
+    wav = write_wav(tmp_path / "talk.wav", 0.8 * speech_source(4.0))
+    ring = SampleRing()
+    stream = HopStream(model)
+    calls = {"n": 0}
+    eager_step = stream._step
+
+    def stalling_step(*args):
+        calls["n"] += 1
+        if calls["n"] % 25 == 0:
+            time.sleep(0.3)  # the CPU was taken away for 9 frame periods
+        return eager_step(*args)
+
+    stream._step = stalling_step
+    sink = ListSink()
+    engine = Engine(stream, ring, FileSource(FileSourceOptions(wav), ring), [sink],
+                    RuntimeOptions(send_rate=30.0, skip_backlog_frames=4))
+    engine.run()
+    status = engine.status.snapshot()
+    assert status["frames_skipped"] > 10
+    latencies = np.array([time_sent for time_sent in engine.status._latency_ms.values()])
+    # after each stall the next frame is late by the stall, but the one after is fresh again
+    assert np.median(latencies) < 60
+    assert (latencies[-20:] < 100).mean() > 0.8, "latency did not recover after the stalls"
+
+
+class SilentSource:
+    """A live source that delivers nothing, like a microphone that vanished."""
+    state = SourceState.LOST
+    message = "device gone"
+    name = "gone"
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+
+def test_no_audio_keeps_the_avatar_alive_with_idle_motion(model):
+    sink = ListSink()
+    engine = Engine(HopStream(model), SampleRing(), SilentSource(), [sink],
+                    RuntimeOptions(send_rate=60.0, idle_after_s=0.1))
+    runner = threading.Thread(target=engine.run)
+    runner.start()
+    time.sleep(1.5)
+    engine.stop()
+    runner.join(5)
+    assert not runner.is_alive()
+    idle_frames = len(sink.frames) / 2  # two sends per pose frame at 60 Hz
+    assert 30 <= idle_frames <= 50, f"{idle_frames} idle pose frames in ~1.4 s"
+    poses = np.stack([f.dir_vec for f in sink.frames[::2]])
+    assert (motion_per_frame(poses) > 0).all()
+    assert engine.status.snapshot()["source"]["state"] == "lost"
+
+
+def test_live_capture_to_osc_receiver_process(trained_model, virtual_mic, speech_source):
+    model = trained_model
+    speech = 0.8 * speech_source(3.0)
+    receiver = OscReceiverProcess()
+    ring = SampleRing()
+    capture = MicCapture(CaptureOptions(device="pulse", samplerate=16000, channels=1), ring)
+    engine = Engine(HopStream(model), ring, capture, [OscSink("127.0.0.1", receiver.port)],
+                    RuntimeOptions(send_rate=60.0, motion=MotionOptions()))
+    runner = threading.Thread(target=engine.run)
+    try:
+        runner.start()
+        time.sleep(2.0)  # silence from the microphone first
+        virtual_mic.feed(speech)
+        virtual_mic.wait_drained(15)
+        time.sleep(1.5)
+        engine.stop()
+        runner.join(10)
+        lines = receiver.collect(2000, timeout=2.0)
+    finally:
+        engine.stop()
+        receiver.close()
+    frames = []
+    for line in lines:
+        values = {m["address"]: m["args"] for m in messages_of(line)}
+        frames.append((values["/hop/frame"][0], values["/hop/speaking"][0], np.array(values["/hop/dirvec"]),
+                       line["received"]))
+    index = [f[0] for f in frames]
+    assert index == sorted(index) and len(set(index)) == len(index), "frames out of order or repeated"
+    received = np.array([f[3] for f in frames])
+    rate = (len(received) - 1) / (received[-1] - received[0])
+    assert 50 <= rate <= 66, f"send rate {rate:.1f} Hz, configured 60"
+    poses = np.stack([f[2] for f in frames])
+    speaking = np.array([f[1] for f in frames], bool)
+    moving = motion_per_frame(poses)
+    assert speaking.sum() > 60 and (~speaking).sum() > 60
+    assert moving[speaking[1:]].mean() > 1.5 * moving[~speaking[1:]].mean()
+    assert engine.status.snapshot()["latency_ms"]["p50"] < 100
