@@ -1,0 +1,48 @@
+"""Profiles: every shipped preset loads; unknown keys and bad values are refused by name."""
+
+import pytest
+
+from hop.engine.cli import build_parser, options_from_args
+from hop.profiles import ProfileError, available_profiles, load_profile, parse_profile
+
+
+def test_every_shipped_profile_loads():
+    names = available_profiles()
+    assert {"balanced", "low-latency", "smooth", "gpu"} <= set(names)
+    for name in names:
+        profile = load_profile(name)
+        assert profile.name == name and profile.description
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"engine": {"send_rat": 60.0}}, "'engine.send_rat'"),
+    ({"motion": {"intensity": 9.0}}, "'motion.intensity' must be within 0.0..3.0"),
+    ({"engine": {"backend": "onnx"}}, "'engine.backend' must be one of"),
+    ({"engine": {"asr": "yes"}}, "'engine.asr' must be a bool"),
+    ({"outputs": {"osc_port": 70000}}, "'outputs.osc_port'"),
+    ({"extras": {}}, "unknown profile key"),
+])
+def test_bad_profiles_name_the_key(data, message):
+    with pytest.raises(ProfileError, match=message):
+        parse_profile(data)
+
+
+def test_integers_are_accepted_for_float_settings():
+    assert parse_profile({"engine": {"send_rate": 90}}).engine.send_rate == 90.0
+
+
+def test_cli_flags_override_the_profile(tmp_path):
+    custom = tmp_path / "mine.toml"
+    custom.write_text('[engine]\nsend_rate = 45.0\nasr = true\n[motion]\nintensity = 0.5\n')
+    args = build_parser().parse_args(["--input", "x.wav", "--osc", "127.0.0.1:9000", "--profile", str(custom),
+                                      "--no-asr", "--intensity", "1.5", "--vmc", "10.0.0.2"])
+    options = options_from_args(args)
+    assert options.engine.send_rate == 45.0 and options.engine.asr is False
+    assert options.motion.intensity == 1.5
+    kinds = {(o.kind, o.host, o.port) for o in options.outputs}
+    assert kinds == {("osc", "127.0.0.1", 9000), ("vmc", "10.0.0.2", 39539)}
+
+
+def test_unknown_profile_lists_the_built_in_ones():
+    with pytest.raises(ProfileError, match="built-in profiles: .*balanced"):
+        load_profile("nope")
