@@ -1,0 +1,296 @@
+"""Evaluate a checkpoint: FGD, BC, Diversity and joint MAE, two protocols.
+
+* ``standard``: the published protocol. Every 34-frame window (stride 10) of the
+  held-out corpus is generated from a fresh model state with the first 4 frames
+  given as ground-truth seeds; a causal model then runs on its own outputs.
+* ``streaming`` (causal models only): each clip is streamed from its first frame
+  with one ground-truth pose as the start and no ground truth after it; the
+  output is then cut into the same 34-frame windows and scored.
+
+    hop-evaluate --checkpoint runs/x/best.pt --data CORPUS --fgd-ae fgd_ae.pt \\
+                 [--protocol standard|streaming|both] [--json out.json] [--gif out.gif]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hop.model import Hop, load_checkpoint
+from hop.training import metrics as M
+from hop.training.dataset import Corpus, WindowDataset
+
+
+def seed_history(poses: torch.Tensor, before: torch.Tensor, has_before: torch.Tensor, n_seed: int):
+    """Pose history the standard protocol gives: prev_pose[t] = pose t-1 for t <= n_seed (frame -1 if known).
+
+    Returns prev_pose (B, T, D) and prev_known (B, T).
+    """
+    b, t, d = poses.shape
+    prev = torch.zeros_like(poses)
+    known = torch.zeros(b, t, device=poses.device)
+    prev[:, 0], known[:, 0] = before, has_before
+    s = min(n_seed, t - 1)
+    if s > 0:
+        prev[:, 1:s + 1] = poses[:, :s]
+        known[:, 1:s + 1] = 1.0
+    return prev, known
+
+
+def teacher_history(poses: torch.Tensor, before: torch.Tensor, has_before: torch.Tensor):
+    """Full ground-truth history (teacher forcing): prev_pose[t] = pose t-1."""
+    prev = torch.cat([before.unsqueeze(1), poses[:, :-1]], dim=1)
+    known = torch.ones(poses.shape[:2], device=poses.device)
+    known[:, 0] = has_before
+    return prev, known
+
+
+def neutral_style(model: Hop, batch: int, device) -> torch.Tensor:
+    """The style prior's mean: what a stream uses when no speaker is chosen."""
+    return torch.zeros(batch, model.cfg.style_dim, device=device)
+
+
+@torch.no_grad()
+def generate_windows(model: Hop, batch: dict, n_seed: int = 4, style: torch.Tensor | None = None) -> torch.Tensor:
+    """Standard protocol on a batch of windows -> (B, T, D) normalised poses; seed frames are the ground truth."""
+    device = batch["mel"].device
+    poses, mel, tokens = batch["poses"], batch["mel"], batch["tokens"]
+    b = poses.shape[0]
+    style = neutral_style(model, b, device) if style is None else style
+    prev, known = seed_history(poses, batch["before"], batch["has_before"], n_seed)
+    if not model.cfg.causal:
+        out = model.forward_offline(mel, tokens, style, prev, known)
+    else:
+        s = max(1, min(n_seed, poses.shape[1] - 1))
+        state = model.initial_state(b, device)
+        head, state = model.step(mel[:, :s], tokens[:, :s], style, state, prev[:, :s], known[:, :s])
+        state = state._replace(prev_pose=poses[:, s - 1], prev_known=torch.ones(b, device=device))
+        tail, _ = model.step(mel[:, s:], tokens[:, s:], style, state)
+        out = torch.cat([head, tail], dim=1)
+    out = out.float().clone()
+    if n_seed > 0:
+        out[:, :n_seed] = poses[:, :n_seed]
+    return out
+
+
+@torch.no_grad()
+def generate_stream(model: Hop, mel: torch.Tensor, tokens: torch.Tensor, first_pose: torch.Tensor | None,
+                    chunk: int = 64) -> torch.Tensor:
+    """Stream a whole clip (B=1 or equal lengths) from its start -> (B, N, D); frame 0 is ``first_pose`` if given."""
+    if not model.cfg.causal:
+        raise ValueError("streaming evaluation needs a causal model (this checkpoint is offline/paper mode)")
+    b, n, _ = mel.shape
+    device = mel.device
+    style = neutral_style(model, b, device)
+    state = model.initial_state(b, device)
+    outputs, begin = [], 0
+    if first_pose is not None:
+        state = state._replace(prev_pose=first_pose, prev_known=torch.ones(b, device=device))
+        # frame 0 is given: advance the model's audio/LM context over it with the pose known
+        _, state = model.step(mel[:, :1], tokens[:, :1], style, state, first_pose.unsqueeze(1) * 0,
+                              torch.zeros(b, 1, device=device))
+        state = state._replace(prev_pose=first_pose, prev_known=torch.ones(b, device=device))
+        outputs.append(first_pose.unsqueeze(1))
+        begin = 1
+    for k in range(begin, n, chunk):
+        out, state = model.step(mel[:, k:k + chunk], tokens[:, k:k + chunk], style, state)
+        outputs.append(out.float())
+    return torch.cat(outputs, dim=1)
+
+
+def shuffle_time(x: torch.Tensor, seed: int = 0, block: int = 8) -> torch.Tensor:
+    """Permute blocks of ``block`` frames in time (one permutation for every batch row).
+
+    Destroys the timing between audio and motion while keeping the audio's local
+    character (syllables, pauses); ``block=1`` shuffles single frames, which feeds the
+    model a stream of unnatural jumps instead.
+    """
+    t = x.shape[1]
+    n_blocks = -(-t // block)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_blocks, generator=g)
+    if n_blocks > 1:
+        while bool((order == torch.arange(n_blocks)).any()):  # every block moves
+            order = torch.randperm(n_blocks, generator=g)
+    frames = torch.cat([torch.arange(b * block, min((b + 1) * block, t)) for b in order.tolist()])
+    return x[:, frames.to(x.device)]
+
+
+def score(generated: np.ndarray, real: np.ndarray, audio: list, corpus: Corpus, extractor=None,
+          seed: int = 0) -> dict:
+    """Metrics of (N, T, D) normalised windows against the real windows and their audio."""
+    mean = corpus.mean
+    gen_abs, real_abs = generated + mean, real + mean
+    result = {
+        "windows": int(len(generated)),
+        "mae": M.joint_mae(gen_abs, real_abs, corpus.skeleton),
+        "bc": M.bc_over_windows(audio, gen_abs, corpus.fps, corpus.sample_rate),
+        "bc_real": M.bc_over_windows(audio, real_abs, corpus.fps, corpus.sample_rate),
+    }
+    if extractor is not None and len(generated) >= 2:
+        fg, fr = extractor.features(generated), extractor.features(real)
+        result["fgd"] = M.fgd(fr, fg)
+        result["diversity"] = M.diversity(fg, seed=seed)
+        result["diversity_real"] = M.diversity(fr, seed=seed)
+    return result
+
+
+def _subset(n: int, max_windows: int) -> list[int]:
+    if max_windows <= 0 or n <= max_windows:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, max_windows).round().astype(int).tolist()))
+
+
+def _collate(ds: WindowDataset, idx: list[int], device) -> dict:
+    items = [ds[k] for k in idx]
+    return {key: torch.stack([it[key] for it in items]).to(device) for key in items[0]}
+
+
+@torch.no_grad()
+def evaluate_standard(model: Hop, ds: WindowDataset, extractor=None, n_seed: int = 4, batch_size: int = 64,
+                      max_windows: int = 0, device="cpu", audio_transform=None, seed: int = 0,
+                      return_motion: bool = False) -> dict:
+    """``audio_transform``: optional fn(mel) -> mel applied to the model's input only (e.g. shuffle_time)."""
+    was_training = model.training
+    model.eval()
+    idx = _subset(len(ds), max_windows)
+    gens, reals = [], []
+    for k in range(0, len(idx), batch_size):
+        batch = _collate(ds, idx[k:k + batch_size], device)
+        if audio_transform is not None:
+            batch["mel"] = audio_transform(batch["mel"])
+        gens.append(generate_windows(model, batch, n_seed).cpu().numpy())
+        reals.append(batch["poses"].cpu().numpy())
+    model.train(was_training)
+    gen, real = np.concatenate(gens), np.concatenate(reals)
+    result = score(gen, real, [ds.audio(k) for k in idx], ds.corpus, extractor, seed)
+    if return_motion:
+        result["_motion"] = (gen, real, idx)
+    return result
+
+
+@torch.no_grad()
+def evaluate_streaming(model: Hop, corpus: Corpus, extractor=None, window: int = 34, stride: int = 10,
+                       max_clips: int = 0, device="cpu", audio_transform=None, seed: int = 0,
+                       return_motion: bool = False) -> dict:
+    was_training = model.training
+    model.eval()
+    gens, reals, audio = [], [], []
+    clip_ids = _subset(len(corpus), max_clips)
+    streamed = []
+    for i in clip_ids:
+        clip = corpus.clips[i]
+        if len(clip.poses) < window:
+            continue
+        mel = torch.from_numpy(corpus.mel(i)).unsqueeze(0).to(device)
+        if audio_transform is not None:
+            mel = audio_transform(mel)
+        tokens = torch.from_numpy(corpus.tokens(i)).unsqueeze(0).to(device)
+        first = torch.from_numpy(clip.poses[0]).unsqueeze(0).to(device)
+        out = generate_stream(model, mel, tokens, first)[0].cpu().numpy()
+        streamed.append((i, out))
+        for s in range(0, len(out) - window + 1, stride):
+            gens.append(out[s:s + window])
+            reals.append(clip.poses[s:s + window])
+            audio.append(corpus.audio_span(i, s, window))
+    model.train(was_training)
+    if not gens:
+        raise ValueError(f"no clip of {corpus.root} has {window} frames")
+    result = score(np.stack(gens), np.stack(reals), audio, corpus, extractor, seed)
+    result["clips"] = len(streamed)
+    if return_motion:
+        result["_motion"] = streamed
+    return result
+
+
+def _fmt(metrics: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) and not math.isnan(v) else f"{k}={v}"
+                    for k, v in metrics.items() if not k.startswith("_"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hop.model import CheckpointError, load_tokenizer
+    from hop.training.data.text import WordPieces
+
+    p = argparse.ArgumentParser(prog="hop-evaluate", description="Score a hop-train checkpoint on a corpus.")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path, help="held-out hop-clips corpus")
+    p.add_argument("--fgd-ae", type=Path, help="autoencoder from hop-train-fgd-ae (FGD and Diversity need it)")
+    p.add_argument("--protocol", choices=["standard", "streaming", "both"], default="both")
+    p.add_argument("--seed-frames", type=int, default=4)
+    p.add_argument("--window", type=int, default=34)
+    p.add_argument("--stride", type=int, default=10)
+    p.add_argument("--max-windows", type=int, default=0, help="0: every window")
+    p.add_argument("--max-clips", type=int, default=0, help="streaming protocol: 0 = every clip")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--lm", help="local folder of the checkpoint's LM if its original path is not on this machine")
+    p.add_argument("--shuffled-audio", action="store_true", help="also score the model fed time-shuffled audio")
+    p.add_argument("--json", type=Path, help="write the metrics here")
+    p.add_argument("--gif", type=Path, help="side-by-side animation of generated vs real motion")
+    a = p.parse_args(argv)
+    from hop.training.motion_ae import load_motion_ae
+
+    try:
+        model, payload = load_checkpoint(a.checkpoint, lm_spec=a.lm)
+    except CheckpointError as err:
+        print(f"hop-evaluate: {err}", file=sys.stderr)
+        return 2
+    model = model.to(a.device)
+    pieces = WordPieces(load_tokenizer(model.cfg.lm)) if model.lm is not None else None
+    corpus = Corpus(a.data, mel=model.cfg.mel, pieces=pieces)
+    if corpus.skeleton.name != model.cfg.skeleton:
+        print(f"hop-evaluate: corpus {a.data} uses skeleton {corpus.skeleton.name!r}, the checkpoint was "
+              f"trained for {model.cfg.skeleton!r}", file=sys.stderr)
+        return 2
+    if corpus.fps != model.cfg.fps:
+        print(f"hop-evaluate: corpus is {corpus.fps} fps, the checkpoint {model.cfg.fps} fps", file=sys.stderr)
+        return 2
+    extractor = load_motion_ae(a.fgd_ae, corpus.skeleton.name) if a.fgd_ae else None
+    results = {}
+    protocols = ["standard", "streaming"] if a.protocol == "both" else [a.protocol]
+    if not model.cfg.causal and "streaming" in protocols:
+        print("offline (paper-mode) checkpoint: skipping the streaming protocol")
+        protocols.remove("streaming")
+    motion = None
+    for proto in protocols:
+        variants = [("", None)] + ([("_shuffled_audio", shuffle_time)] if a.shuffled_audio else [])
+        for suffix, transform in variants:
+            if proto == "standard":
+                ds = WindowDataset(corpus, a.window, a.stride)
+                r = evaluate_standard(model, ds, extractor, a.seed_frames, a.batch_size, a.max_windows, a.device,
+                                      transform, return_motion=not suffix)
+            else:
+                r = evaluate_streaming(model, corpus, extractor, a.window, a.stride, a.max_clips, a.device,
+                                       transform, return_motion=not suffix)
+            if not suffix and motion is None:
+                motion = (proto, r.get("_motion"))
+            results[proto + suffix] = {k: v for k, v in r.items() if not k.startswith("_")}
+            print(f"{proto + suffix}: {_fmt(r)}")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({"checkpoint": str(a.checkpoint), "data": str(a.data), **results}, indent=1))
+    if a.gif and motion is not None and motion[1] is not None:
+        from hop.training.plots import skeleton_gif
+
+        proto, m = motion
+        if proto == "standard":
+            gen, real, _ = m
+            g, r = gen[0], real[0]
+        else:
+            i, out = m[0]
+            g, r = out, corpus.clips[i].poses
+        skeleton_gif(a.gif, [r + corpus.mean, g + corpus.mean], ["real", f"generated ({proto})"],
+                     corpus.skeleton, corpus.fps)
+        print(f"wrote {a.gif}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
