@@ -1,0 +1,578 @@
+"""hop-soak: run the real engine for a long time and report whether it drifts, leaks or fails.
+
+    hop-soak --minutes 60 --out results/soak-60min.json
+    hop-soak --minutes 1.5 --warmup-minutes 0.25 --out /tmp/soak.json   # the CI-sized run
+
+What runs is the live path, not a simulation of it: a virtual microphone (a
+private PulseAudio daemon with a pipe source, hop.engine.virtual_mic) is fed real
+speech (LJSpeech clips from ../shared/data/speech when present, espeak-ng
+otherwise) with silences of 1-4 s between clips, read through PortAudio by
+MicCapture, through the runtime loop with ASR on, into a native OSC sink (a UDP
+receiver in another process counts the datagrams), a WebSocket sink (a client in
+another process counts the messages) and a BVH recorder (when hop.bridges.bvh
+exists).
+
+The JSON report has, per minute: sends emitted, frames skipped, latency
+p50/p95/p99, RSS of the engine process (and of the ASR worker), ring overruns,
+input overflows, load average; and for the run: frames emitted vs expected,
+exceptions, and the pass/fail goals:
+
+- zero exceptions (errors the engine recorded, sink errors, uncaught thread exceptions);
+- RSS growth <= 5 % from the end of the warm-up to the end;
+- p99 latency drift <= 10 % between the first and the last ten minutes after
+  warm-up (thirds of the measured time when it is shorter than 30 minutes);
+- sends emitted within 0.1 % of expected (wall time x pose fps x sends per frame).
+
+Exit status: 0 when every goal passed, 1 when one failed, 2 when the run could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hop.profiles import DEFAULT_PROFILE
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_SPEECH = REPO_ROOT.parent / "shared" / "data" / "speech" / "ljspeech"
+SAMPLE_RATE = 16_000
+ESPEAK_TEXT = ("The quick brown fox jumps over the lazy dog. Every morning I walk to the station and buy a "
+               "newspaper. Please hand me the red book on the table, and close the door behind you.")
+
+# A UDP receiver in its own process: prints its port, counts datagrams, prints the count at stdin EOF.
+_UDP_COUNTER = r"""
+import socket, sys, threading
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+count = [0, 0]
+def read():
+    while True:
+        try:
+            data = s.recv(65536)
+        except OSError:
+            return
+        count[0] += 1
+        count[1] += len(data)
+threading.Thread(target=read, daemon=True).start()
+sys.stdin.read()
+print(count[0], count[1], flush=True)
+"""
+
+# A WebSocket client in its own process: connects, counts messages, prints the count at stdin EOF.
+_WS_COUNTER = r"""
+import sys, threading
+from websockets.sync.client import connect
+count = [0, 0, ""]
+def read():
+    try:
+        with connect(sys.argv[1], max_size=None, open_timeout=20) as ws:
+            print("connected", flush=True)
+            for message in ws:
+                count[0] += 1
+                count[1] += len(message)
+    except Exception as error:
+        count[2] = repr(error)
+        print("failed", flush=True)
+threading.Thread(target=read, daemon=True).start()
+sys.stdin.read()
+print(count[0], count[1], count[2] or "-", flush=True)
+"""
+
+
+# -- measurements --------------------------------------------------------------------------
+
+class LatencyTrace:
+    """What Engine.latency_trace appends to: (sent_at, latency_s) into preallocated arrays.
+
+    A Python list of tuples would grow the RSS the soak is measuring; these arrays
+    are allocated once (pages are touched as they fill: ~12 bytes a frame).
+    """
+
+    def __init__(self, capacity: int):
+        self.sent_at = np.zeros(capacity, dtype=np.float64)
+        self.latency_ms = np.zeros(capacity, dtype=np.float32)
+        self.count = 0
+        self.overflow = 0
+
+    def append(self, item: tuple[float, float]) -> None:
+        if self.count >= len(self.sent_at):
+            self.overflow += 1
+            return
+        self.sent_at[self.count] = item[0]
+        self.latency_ms[self.count] = item[1] * 1000.0
+        self.count += 1
+
+    def between(self, start: float, end: float) -> np.ndarray:
+        times = self.sent_at[: self.count]
+        return self.latency_ms[: self.count][(times >= start) & (times < end)]
+
+
+def rss_mb(pid: int | str = "self") -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024.0, 2)
+    except OSError:
+        return None
+    return None
+
+
+def percentiles(values: np.ndarray) -> dict:
+    if len(values) == 0:
+        return {"p50": None, "p95": None, "p99": None, "max": None, "count": 0}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3),
+            "max": round(float(values.max()), 3), "count": int(len(values))}
+
+
+def machine_info() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = ""
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import torch
+    return {"host": platform.node(), "cpu": cpu, "cpus": os.cpu_count(),
+            "affinity_cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "torch": torch.__version__, "git_commit": commit}
+
+
+# -- speech ---------------------------------------------------------------------------------
+
+def load_clips(speech_dir: Path, max_seconds: float, work: Path) -> tuple[list[np.ndarray], str]:
+    """Real speech clips at 16 kHz: LJSpeech when present, espeak-ng otherwise."""
+    from hop.engine.audio_file import load_wav_16k_mono
+    clips, total = [], 0
+    if speech_dir.is_dir():
+        for path in sorted(speech_dir.glob("*.wav")):
+            clip = load_wav_16k_mono(path)
+            clips.append(clip)
+            total += len(clip)
+            if total >= max_seconds * SAMPLE_RATE:
+                break
+    if clips:
+        return clips, f"LJSpeech ({len(clips)} clips, {total / SAMPLE_RATE:.0f} s) from {speech_dir}"
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError(f"no speech: {speech_dir} is absent and espeak-ng is not installed (run setup.sh)")
+    wav = work / "espeak.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), ESPEAK_TEXT], check=True, capture_output=True)
+    clip = load_wav_16k_mono(wav)
+    return [clip], f"espeak-ng ({len(clip) / SAMPLE_RATE:.0f} s)"
+
+
+class SpeechLoop:
+    """Feeds the clips to the virtual microphone one after another, with silences between."""
+
+    def __init__(self, mic, clips: list[np.ndarray], seed: int, level: float = 0.8):
+        self.mic = mic
+        self.clips = clips
+        self.rng = np.random.default_rng(seed)
+        self.level = level
+        self.speech_s = 0.0
+        self.silence_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-speech", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            clip = self.clips[index % len(self.clips)]
+            index += 1
+            self.mic.feed(clip * self.level)
+            while len(self.mic.clip_ends) < self.mic.clips_fed and not self._stop.wait(0.05):
+                pass
+            self.speech_s += len(clip) / SAMPLE_RATE
+            gap = float(self.rng.uniform(1.0, 4.0))
+            self.silence_s += gap
+            self._stop.wait(gap)
+
+
+class CountingStatus:
+    """Mixin-free wrapper: counts every error the engine records (its deque keeps only 20)."""
+
+    @staticmethod
+    def install(status) -> dict:
+        errors = {"count": 0, "first": []}
+        original = status.record_error
+
+        def record_error(message: str) -> None:
+            errors["count"] += 1
+            if len(errors["first"]) < 50:
+                errors["first"].append(f"{time.perf_counter():.3f} {message}")
+            original(message)
+
+        status.record_error = record_error
+        return errors
+
+
+@dataclass
+class Sample:
+    at: float
+    frames_emitted: int
+    frames_skipped: int
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+def run_soak(args) -> dict:
+    from hop.engine.asr import AsrClient, AsrOptions
+    from hop.engine.capture import CaptureOptions, MicCapture, rescan_devices
+    from hop.engine.motion import MotionOptions
+    from hop.engine.ring import RingOptions, SampleRing
+    from hop.engine.runtime import Engine, RuntimeOptions
+    from hop.engine.session import apply_style, load_model, warm_up
+    from hop.engine.backends import BackendOptions, prepare
+    from hop.engine.status import EngineStatus
+    from hop.engine.virtual_mic import VirtualMic, available
+    from hop.model import HopStream, load_tokenizer
+    from hop.profiles import load_profile
+
+    reason = available()
+    if reason:
+        raise RuntimeError(f"no virtual microphone: {reason}")
+    profile = load_profile(args.profile)
+    settings = profile.engine
+    work = Path(tempfile.mkdtemp(prefix="hop-soak-"))
+    started_wall = time.time()
+    machine = machine_info()
+    load_start = os.getloadavg()
+    report: dict = {"kind": "hop-soak", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()),
+                    "machine": machine, "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                 for k, v in vars(args).items()}}
+    thread_exceptions: list[str] = []
+    previous_hook = threading.excepthook
+
+    def excepthook(hook_args):
+        thread_exceptions.append("".join(traceback.format_exception(
+            hook_args.exc_type, hook_args.exc_value, hook_args.exc_traceback))[-2000:])
+        previous_hook(hook_args)
+
+    threading.excepthook = excepthook
+    mic = VirtualMic(work / "pulse")
+    mic.root.mkdir()
+    helpers: list[subprocess.Popen] = []
+    sinks: list = []
+    asr = None
+    speech = None
+    try:
+        mic.start()
+        os.environ.update(mic.env())
+        rescan_devices()
+        clips, speech_note = load_clips(Path(args.speech_dir), 300.0, work)
+        report["speech"] = speech_note
+
+        model, model_note = load_model(Path(args.checkpoint) if args.checkpoint else None)
+        step = prepare(model, BackendOptions(settings.backend, settings.device, settings.threads or None,
+                                             settings.lm_bf16))
+        warm_up(model, step, settings.device)
+        stream = HopStream(model, device=settings.device, step=step)
+        apply_style(stream, "neutral")
+        report["model"] = model_note
+
+        status = EngineStatus()
+        errors = CountingStatus.install(status)
+        ring = SampleRing(RingOptions(seconds=10.0))
+        capture = MicCapture(CaptureOptions(device="pulse"), ring)
+
+        tokenizer = None
+        if not args.no_asr:
+            asr = AsrClient(AsrOptions())
+            asr.start()
+            tokenizer = load_tokenizer(model.cfg.lm) if model.lm is not None else None
+
+        # outputs: OSC to a counting receiver process, WebSocket with a counting client process, BVH
+        from hop.bridges.osc import OscSink
+        udp = subprocess.Popen([sys.executable, "-c", _UDP_COUNTER], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+        helpers.append(udp)
+        osc_port = int(udp.stdout.readline())
+        sinks.append(OscSink("127.0.0.1", osc_port))
+        outputs = {"osc": f"127.0.0.1:{osc_port}"}
+        ws_client = None
+        try:
+            from hop.bridges.ws import WebSocketOptions, WebSocketSink
+        except ImportError as error:
+            report["ws_missing"] = repr(error)
+        else:
+            ws = WebSocketSink(WebSocketOptions(port=0, skeleton=model.cfg.skeleton))
+            sinks.append(ws)
+            ws_client = subprocess.Popen([sys.executable, "-c", _WS_COUNTER, ws.url], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True)
+            helpers.append(ws_client)
+            outputs["ws"] = ws.url
+            outputs["ws_client"] = ws_client.stdout.readline().strip()
+        bvh_path = None
+        try:
+            from hop.bridges.bvh import BvhRecorder
+        except ImportError as error:
+            outputs["bvh"] = f"not recorded: {error}"
+        else:
+            bvh_path = Path(args.bvh) if args.bvh else work / "soak.bvh"
+            sinks.append(BvhRecorder(bvh_path, skeleton=model.cfg.skeleton))
+            outputs["bvh"] = str(bvh_path)
+        report["outputs"] = outputs
+
+        duration = args.minutes * 60.0
+        pose_fps = model.cfg.mel.fps
+        runtime = RuntimeOptions(send_rate=settings.send_rate, max_frames_per_step=settings.max_frames_per_step,
+                                 skip_backlog_frames=settings.skip_backlog_frames,
+                                 motion=MotionOptions(**profile.motion.__dict__))
+        engine = Engine(stream, ring, capture, sinks, runtime, status, asr=asr, tokenizer=tokenizer,
+                        skeleton=model.cfg.skeleton)
+        trace = LatencyTrace(int(duration * pose_fps * 1.2) + 10_000)
+        engine.latency_trace = trace
+        sends_per_frame = engine.send_clock.per_frame
+
+        speech = SpeechLoop(mic, clips, args.seed)
+        minutes: list[dict] = []
+        samples: list[Sample] = []
+        stop = threading.Event()
+        t0 = time.perf_counter()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+
+        def sample_minute(index: int, start: float) -> None:
+            now = time.perf_counter()
+            snap = status.snapshot()
+            samples.append(Sample(now, snap["frames_emitted"], snap["frames_skipped"]))
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            previous = samples[-2] if len(samples) > 1 else Sample(t0, 0, 0)
+            minutes.append({
+                "interval": index, "t_s": round(now - t0, 2),
+                "rss_mb": rss_mb(), "asr_rss_mb": rss_mb(asr.pid) if asr is not None and asr.pid else None,
+                "sends": snap["frames_emitted"] - previous.frames_emitted,
+                "skipped": snap["frames_skipped"] - previous.frames_skipped,
+                "latency_ms": percentiles(trace.between(start, now)),
+                "ring_overruns": snap["ring_overruns"], "input_overflows": snap["input_overflows"],
+                "frames_dropped": snap["frames_dropped"], "source": snap["source"]["state"],
+                "device_losses": snap["source"]["losses"], "asr": snap["asr"]["state"],
+                "asr_words": snap["asr"]["words"], "errors": errors["count"],
+                "cpu_s": round(usage.ru_utime + usage.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+            })
+            if not args.quiet:
+                m = minutes[-1]
+                print(f"hop-soak: {now - t0:7.1f} s  sends {m['sends']}  skipped {m['skipped']}  "
+                      f"p99 {m['latency_ms']['p99']} ms  rss {m['rss_mb']} MB  load {m['loadavg'][0]}  "
+                      f"errors {m['errors']}  asr {m['asr']}", file=sys.stderr, flush=True)
+
+        def monitor() -> None:
+            index, start = 1, t0
+            while True:
+                due = t0 + min(index * args.interval_s, duration)
+                if stop.wait(max(0.0, due - time.perf_counter())):
+                    return
+                sample_minute(index, start)
+                start = due
+                if due >= t0 + duration:
+                    engine.stop()
+                    return
+                index += 1
+
+        def on_signal(signum, _frame):
+            print(f"\nhop-soak: {signal.Signals(signum).name}, stopping early", file=sys.stderr)
+            report["stopped_early"] = signal.Signals(signum).name
+            engine.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        speech.start()
+        watcher = threading.Thread(target=monitor, name="soak-monitor", daemon=True)
+        watcher.start()
+        engine_error = None
+        try:
+            engine.run()
+        except Exception as error:  # counted, not hidden: the report says what it was
+            engine_error = "".join(traceback.format_exception(error))[-3000:]
+        ended = time.perf_counter()
+        stop.set()
+        watcher.join(timeout=5)
+        speech.stop()
+        final = status.snapshot()
+        sink_stats = {}
+        for i, sink in enumerate(sinks):
+            try:
+                sink_stats[f"{type(sink).__name__}[{i}]"] = dict(sink.stats())
+            except Exception as error:
+                sink_stats[f"{type(sink).__name__}[{i}]"] = {"error": repr(error)}
+        report["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime())
+        report["wall_s"] = round(time.time() - started_wall, 1)
+        report["engine_s"] = round(ended - t0, 2)
+        report["speech_fed_s"] = round(speech.speech_s, 1)
+        report["silence_fed_s"] = round(speech.silence_s, 1)
+        report["pose_fps"] = pose_fps
+        report["send_rate"] = pose_fps * sends_per_frame
+        report["final_status"] = final
+        report["interval_s"] = args.interval_s
+        report["timeline"] = minutes
+        report["engine_exception"] = engine_error
+        report["thread_exceptions"] = thread_exceptions
+        report["recorded_errors"] = errors
+        report["latency_trace_overflow"] = trace.overflow
+        report["model_ms_per_frame"] = round(1000 * engine.model_seconds / max(engine.model_frames, 1), 3)
+        report["sinks_before_close"] = sink_stats
+        return_ctx = {"t0": t0, "ended": ended, "trace": trace, "samples": samples,
+                      "sends_per_frame": sends_per_frame, "pose_fps": pose_fps}
+    finally:
+        threading.excepthook = previous_hook
+        if speech is not None:
+            speech.stop()
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception as error:
+                report.setdefault("close_errors", []).append(f"{type(sink).__name__}: {error!r}")
+        if asr is not None:
+            asr.stop()
+        receivers = {}
+        for name, helper in zip(("osc_receiver", "ws_client"), helpers):
+            try:
+                out, _ = helper.communicate(input="", timeout=15)
+                receivers[name] = out.strip().splitlines()[-1] if out.strip() else ""
+            except subprocess.TimeoutExpired:
+                helper.kill()  # this helper's own PID
+                helper.wait(timeout=5)
+                receivers[name] = "timed out"
+        report["receivers"] = receivers
+        mic.stop()
+        report["loadavg_start"] = [round(x, 2) for x in load_start]
+        report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    judge(report, return_ctx, args)
+    return report
+
+
+def judge(report: dict, ctx: dict, args) -> None:
+    """The pass/fail goals (see the module docstring)."""
+    t0, ended, trace, samples = ctx["t0"], ctx["ended"], ctx["trace"], ctx["samples"]
+    warm_end = t0 + args.warmup_minutes * 60.0
+    minutes = report["timeline"]
+    goals = {}
+
+    exceptions = (report["recorded_errors"]["count"] + len(report["thread_exceptions"])
+                  + (1 if report["engine_exception"] else 0)
+                  + sum(int(s.get("errors", 0)) for s in report["sinks_before_close"].values()
+                        if isinstance(s.get("errors", 0), int)))
+    goals["zero_exceptions"] = {"value": exceptions, "pass": exceptions == 0}
+
+    # RSS: the first sample at or after the end of warm-up vs the last one.
+    rss = [m["rss_mb"] for m in minutes if m["rss_mb"] is not None and t0 + m["t_s"] >= warm_end - 0.5]
+    if len(rss) >= 2:
+        warm_rss = rss[0]
+        growth = (rss[-1] - warm_rss) / warm_rss
+        goals["rss_growth_after_warmup"] = {"warm_mb": warm_rss, "end_mb": rss[-1], "peak_mb": max(rss),
+                                            "growth": round(growth, 4), "limit": 0.05, "pass": growth <= 0.05}
+    else:
+        goals["rss_growth_after_warmup"] = {"pass": False, "why": "fewer than two RSS samples"}
+
+    # p99 drift: first vs last ten minutes after warm-up (thirds when shorter than 30 minutes).
+    measured = ended - warm_end
+    span = 600.0 if measured >= 1800.0 else measured / 3.0
+    first = trace.between(warm_end, warm_end + span)
+    last = trace.between(ended - span, ended + 1)
+    if len(first) and len(last):
+        p_first, p_last = float(np.percentile(first, 99)), float(np.percentile(last, 99))
+        drift = (p_last - p_first) / p_first
+        goals["p99_drift"] = {"window_s": round(span, 1), "first_p99_ms": round(p_first, 3),
+                              "last_p99_ms": round(p_last, 3), "drift": round(drift, 4), "limit": 0.10,
+                              "pass": drift <= 0.10}
+    else:
+        goals["p99_drift"] = {"pass": False, "why": "no latencies in a window"}
+
+    # Sends emitted vs expected over the measured (post-warm-up) time: one model frame per
+    # 1/pose_fps of audio, each expanded to sends_per_frame sends.
+    rate = ctx["pose_fps"] * ctx["sends_per_frame"]
+    after = [s for s in samples if s.at >= warm_end - 1.0]
+    if len(after) >= 2:
+        a, b = after[0], after[-1]
+        emitted = b.frames_emitted - a.frames_emitted
+        expected = (b.at - a.at) * rate
+        error = (emitted - expected) / expected
+        goals["frames_vs_expected"] = {"from_s": round(a.at - t0, 2), "to_s": round(b.at - t0, 2),
+                                       "emitted": emitted, "expected": round(expected, 1),
+                                       "skipped_model_frames": b.frames_skipped - a.frames_skipped,
+                                       "error": round(error, 6), "limit": 0.001, "pass": abs(error) <= 0.001}
+    else:
+        goals["frames_vs_expected"] = {"pass": False, "why": "fewer than two samples after warm-up"}
+    report["overall_latency_ms"] = percentiles(trace.between(warm_end, ended + 1))
+    report["goals"] = goals
+    report["pass"] = all(g["pass"] for g in goals.values())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hop-soak", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--minutes", type=float, default=60.0, help="how long the engine runs (default 60)")
+    p.add_argument("--warmup-minutes", type=float, help="excluded from RSS and drift (default min(2, minutes/5))")
+    p.add_argument("--interval-s", type=float, default=60.0, help="one timeline entry per this many seconds")
+    p.add_argument("--out", type=Path, required=True, help="the JSON report")
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the built-in one)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="engine profile (send rate, threads, backend)")
+    p.add_argument("--no-asr", action="store_true", help="without the ASR process (the goal is with it)")
+    p.add_argument("--speech-dir", type=Path, default=SHARED_SPEECH, help="folder of speech WAVs")
+    p.add_argument("--bvh", type=Path, help="where the BVH recording goes (default: a temp folder)")
+    p.add_argument("--seed", type=int, default=0, help="silence lengths between clips")
+    p.add_argument("--keep-work", action="store_true", help="keep the temp folder (pulse log, BVH)")
+    p.add_argument("--quiet", action="store_true", help="no per-minute line on stderr")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.minutes <= 0:
+        print("hop-soak: --minutes must be positive", file=sys.stderr)
+        return 2
+    if args.warmup_minutes is None:
+        args.warmup_minutes = min(2.0, args.minutes / 5.0)
+    if not 0 <= args.warmup_minutes < args.minutes:
+        print("hop-soak: --warmup-minutes must be within 0..--minutes", file=sys.stderr)
+        return 2
+    try:
+        report = run_soak(args)
+    except Exception as error:
+        print(f"hop-soak: could not run: {error}", file=sys.stderr)
+        traceback.print_exc()
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    summary = {name: goal["pass"] for name, goal in report["goals"].items()}
+    print(f"hop-soak: {'PASS' if report['pass'] else 'FAIL'} {summary}; report in {args.out}", file=sys.stderr)
+    return 0 if report["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
