@@ -22,8 +22,8 @@ def draw_pose(ax, joints: np.ndarray, skeleton: Skeleton, view: str = "front") -
         ax.plot(horizontal[[parent, child]], vertical[[parent, child]], "-o", ms=3,
                 color="tab:red" if left_side else "tab:blue")
     ax.set_aspect("equal")
-    ax.set_xlim(-0.9, 0.9)
-    ax.set_ylim(-0.9, 0.9)
+    ax.set_xlim(-1.0, 1.0)
+    ax.set_ylim(-1.0, 1.0)
     ax.set_xticks([])
     ax.set_yticks([])
 

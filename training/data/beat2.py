@@ -9,8 +9,16 @@ TED joint <- SMPL-X joint: spine <- spine2 (the TED spine bone, 0.26, matches
 spine2 -> neck), neck <- neck, shoulders/elbows/wrists <- the same SMPL-X joints;
 nose and head top are points fixed in the head's frame (SMPL-X has no such joints).
 
-Usage: ``python -m hop.training.data.beat2 BEAT2_FOLDER CORPUS`` converts every take
-with all three files (``<speaker_id>_<name>_<take>.npz|.wav|.TextGrid``).
+Command line (``hop-convert-beat2``, or ``python -m hop.training.data.beat2``)::
+
+    hop-convert-beat2 BEAT2_FOLDER OUT_CORPUS
+
+converts every take found under BEAT2_FOLDER that has all three files
+``<speaker_id>_<name>_<take>.npz|.wav|.TextGrid``, either side by side (as in
+``../shared/data/beat2``) or in the published layout (``smplxflame_30/*.npz`` with
+``wave16k/*.wav`` and ``textgrid/*.TextGrid`` beside that folder). One take becomes
+one clip (the span both motion and audio cover, at 15 fps); the speaker is the
+name in the file name (``scott``); windows are cut when the corpus is read.
 """
 
 from __future__ import annotations
@@ -119,20 +127,31 @@ def convert_take(npz_path: str | Path, wav_path: str | Path, textgrid_path: str 
 def convert_folder(source: str | Path, target: str | Path) -> int:
     """Every take in ``source`` with .npz, .wav and .TextGrid -> a corpus; returns the clip count."""
     source = Path(source)
-    takes = sorted(p for p in source.glob("*.npz") if p.with_suffix(".wav").exists()
-                   and p.with_suffix(".TextGrid").exists())
+    takes = [(npz, wav, grid) for npz in sorted(source.rglob("*.npz"))
+             if (wav := _companion(npz, ".wav", "wave16k")) and (grid := _companion(npz, ".TextGrid", "textgrid"))]
     if not takes:
-        raise FileNotFoundError(f"no BEAT2 take with .npz + .wav + .TextGrid in {source}")
+        raise FileNotFoundError(f"no BEAT2 take with .npz + .wav + .TextGrid under {source}")
     with ClipWriter(target, description=f"BEAT2 takes from {source}") as writer:
-        for npz in takes:
+        for npz, wav, grid in takes:
             speaker = npz.stem.split("_")[1] if npz.stem.count("_") >= 1 else npz.stem
-            clip = convert_take(npz, npz.with_suffix(".wav"), npz.with_suffix(".TextGrid"))
-            writer.add(npz.stem, clip, speaker, {"take": npz.name})
+            clip = convert_take(npz, wav, grid)
+            writer.add(npz.stem, clip, speaker, {"take": npz.name, "wav": wav.name, "textgrid": grid.name})
+            print(f"{npz.stem}: {clip.n_frames} frames, {len(clip.word_text)} words")
     return len(takes)
 
 
+def _companion(npz: Path, suffix: str, folder: str) -> Path | None:
+    """The take's .wav/.TextGrid beside the npz or in the published sibling folder."""
+    for path in (npz.with_suffix(suffix), npz.parent.parent / folder / (npz.stem + suffix)):
+        if path.is_file():
+            return path
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Convert BEAT2 takes (SMPL-X npz + wav + TextGrid) to hop-clips")
+    parser = argparse.ArgumentParser(prog="hop-convert-beat2",
+                                     description="Convert BEAT2 takes (SMPL-X npz + wav + TextGrid) to hop-clips "
+                                                 "with the TED 10-joint skeleton")
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)
     args = parser.parse_args(argv)
