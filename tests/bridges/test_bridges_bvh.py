@@ -1,0 +1,236 @@
+"""BVH recorder, read back by an independent parser (PyPI bvhio) and its Euler conventions."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from hop.bridges.bvh import BvhOptions, BvhRecorder
+from hop.bridges.frame import PoseFrame, PoseSink
+from hop.bridges.ws import swinging_arms_pose
+from hop.model.skeleton import TED_GESTURE
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", PendingDeprecationWarning)  # bvhio 1.5.4 imports glm by its old name
+    import bvhio
+
+REPO = Path(__file__).resolve().parents[2]
+JOINTS = ["Hips", "Neck", "Nose", "LeftCollar", "LeftShoulder", "LeftElbow", "RightCollar", "RightShoulder",
+          "RightElbow"]
+# joint -> (where its bone points: a child joint or its End Site, the TED bone it must follow)
+BONES = {
+    "Hips": ("Neck", ("spine", "neck")),
+    "Neck": ("Nose", ("neck", "nose")),
+    "Nose": ("end", ("nose", "head_top")),
+    "LeftCollar": ("LeftShoulder", ("neck", "left_shoulder")),
+    "LeftShoulder": ("LeftElbow", ("left_shoulder", "left_elbow")),
+    "LeftElbow": ("end", ("left_elbow", "left_wrist")),
+    "RightCollar": ("RightShoulder", ("neck", "right_shoulder")),
+    "RightShoulder": ("RightElbow", ("right_shoulder", "right_elbow")),
+    "RightElbow": ("end", ("right_elbow", "right_wrist")),
+}
+TED_TO_BVH = np.array([-1.0, -1.0, 1.0])  # TED: y down, left at -x; BVH: y up, left at +x, both face +z
+
+
+def poses(n: int, fps: float = 15.0) -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    out = []
+    for i in range(n):
+        pose = swinging_arms_pose(i / fps).reshape(-1, 3) + rng.normal(scale=0.15, size=(9, 3))
+        out.append((pose / np.linalg.norm(pose, axis=1, keepdims=True)).reshape(-1).astype(np.float32))
+    return out
+
+
+def record(path: Path, dir_vecs: list[np.ndarray], options: BvhOptions = BvhOptions()) -> dict:
+    recorder = BvhRecorder(path, options)
+    for i, dir_vec in enumerate(dir_vecs):
+        recorder.send(PoseFrame(i, i / options.fps, dir_vec, speaking=True))
+    recorder.close()
+    return recorder.stats()
+
+
+def flatten(joint) -> list:
+    out = [joint]
+    for child in joint.Children:
+        out += flatten(child)
+    return out
+
+
+def world_directions(bvh, frame: int) -> dict[str, np.ndarray]:
+    """Forward kinematics from bvhio's parsed keyframes: each joint's bone direction in world axes."""
+    world: dict[str, Rotation] = {}
+    directions = {}
+
+    def walk(joint, parent: Rotation | None) -> None:
+        q = joint.Keyframes[frame].Rotation  # glm quaternion, w first in its constructor
+        local = Rotation.from_quat([q.x, q.y, q.z, q.w])
+        world[joint.Name] = local if parent is None else parent * local
+        for child in joint.Children:
+            walk(child, world[joint.Name])
+
+    walk(bvh.Root, None)
+    by_name = {j.Name: j for j in flatten(bvh.Root)}
+    for name, (target, _) in BONES.items():
+        offset = by_name[name].EndSite if target == "end" else by_name[target].Offset
+        vector = world[name].apply(np.array([offset.x, offset.y, offset.z]))
+        directions[name] = vector / np.linalg.norm(vector)
+    return directions
+
+
+def test_bridges_bvh_reads_back_with_bvhio(tmp_path):
+    path = tmp_path / "take.bvh"
+    dir_vecs = poses(45)
+    stats = record(path, dir_vecs, BvhOptions(fps=30.0))
+    assert stats["sent"] == 45 and stats["frames"] == 45 and stats["errors"] == 0 and stats["dropped"] == 0
+    bvh = bvhio.readAsBvh(str(path))
+    assert [j.Name for j in flatten(bvh.Root)] == JOINTS
+    assert bvh.FrameCount == 45 and abs(bvh.FrameTime - 1 / 30) < 1e-6
+    assert all(len(j.Keyframes) == 45 for j in flatten(bvh.Root))
+    # The file's layout: the second parser in the venv agrees on the counts.
+    text = path.read_text()
+    motion = text.split("Frame Time:")[1].strip().splitlines()[1:]
+    assert len(motion) == 45 and all(len(line.split()) == 6 + 3 * 8 for line in motion)
+    assert text.startswith("HIERARCHY\nROOT Hips\n")
+
+
+def test_bridges_bvh_forward_kinematics_reproduces_directions(tmp_path):
+    path = tmp_path / "fk.bvh"
+    dir_vecs = poses(30)
+    record(path, dir_vecs)
+    bvh = bvhio.readAsBvh(str(path))
+    names = TED_GESTURE.joint_names
+    bone_index = {(names[p], names[c]): k for k, (p, c, _) in enumerate(TED_GESTURE.bones)}
+    worst = 0.0
+    for frame, dir_vec in enumerate(dir_vecs):
+        got = world_directions(bvh, frame)
+        for joint, (_, source) in BONES.items():
+            k = bone_index[source]
+            want = dir_vec[3 * k:3 * k + 3] * TED_TO_BVH
+            want = want / np.linalg.norm(want)
+            worst = max(worst, float(np.degrees(np.arccos(np.clip(np.dot(got[joint], want), -1, 1)))))
+    assert worst < 0.5, worst
+    # The root stays where the rig puts it: 100 cm up.
+    p = bvh.Root.Keyframes[0].Position
+    assert (p.x, p.y, p.z) == (0.0, 100.0, 0.0)
+
+
+def test_bridges_bvh_angles_continuous(tmp_path):
+    path = tmp_path / "spin.bvh"
+    # The left forearm turning steadily round a full circle: no 360-degree jumps between frames.
+    base = TED_GESTURE.mean_pose().reshape(-1, 3).copy()
+    dir_vecs = []
+    for i in range(60):
+        a = 2 * np.pi * i / 40
+        pose = base.copy()
+        pose[5] = [np.cos(a) * 0.3 - 0.5, np.sin(a), np.cos(a)]
+        pose /= np.linalg.norm(pose, axis=1, keepdims=True)
+        dir_vecs.append(pose.reshape(-1).astype(np.float32))
+    record(path, dir_vecs)
+    motion = np.array([[float(v) for v in line.split()] for line in
+                       path.read_text().split("Frame Time:")[1].strip().splitlines()[1:]])
+    assert np.abs(np.diff(motion, axis=0)).max() < 90
+
+
+def test_bridges_bvh_is_a_pose_sink_that_counts_bad_frames(tmp_path):
+    recorder = BvhRecorder(tmp_path / "bad.bvh")
+    assert isinstance(recorder, PoseSink)
+    good = poses(1)[0]
+    nan = good.copy()
+    nan[3] = np.nan
+    recorder.send(PoseFrame(0, 0.0, good, True))
+    recorder.send(PoseFrame(1, 0.0, nan, True))
+    recorder.send(PoseFrame(2, 0.0, np.zeros(4, np.float32), True))
+    recorder.send(PoseFrame(3, 0.0, good, True, stream=1))  # another speaker: not this file
+    recorder.send(PoseFrame(4, 0.0, good, True, skeleton="ted_expressive"))
+    recorder.send(PoseFrame(5, 0.0, good, True))
+    recorder.close()
+    recorder.close()
+    recorder.send(PoseFrame(6, 0.0, good, True))  # after close: ignored, never raised
+    stats = recorder.stats()
+    assert (stats["sent"], stats["errors"], stats["ignored"], stats["frames"]) == (2, 3, 1, 2)
+    assert bvhio.readAsBvh(str(tmp_path / "bad.bvh")).FrameCount == 2
+
+
+def test_bridges_bvh_unwritable_path_is_a_clear_error(tmp_path):
+    with pytest.raises(OSError, match="cannot record BVH to"):
+        BvhRecorder(tmp_path / "no" / "such" / "folder.bvh")
+    with pytest.raises(ValueError, match="space"):
+        BvhRecorder(tmp_path / "x.bvh", BvhOptions(rig="unity_humanoid"))
+
+
+RECORDER_SCRIPT = textwrap.dedent("""
+    import importlib.util, json, resource, signal, sys, time, types
+    import numpy as np
+    # hop.model's __init__ imports torch (seconds of start-up); the recorder needs only
+    # hop.model.skeleton, so load the subpackage without running its __init__.
+    model = types.ModuleType("hop.model")
+    model.__path__ = importlib.util.find_spec("hop.model").submodule_search_locations
+    sys.modules["hop.model"] = model
+    from hop.bridges.bvh import BvhRecorder, BvhOptions
+    from hop.bridges.frame import PoseFrame
+    from hop.bridges.ws import swinging_arms_pose
+    path, mode, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "limit":
+        # A file size limit stands in for a full disk: writes past it fail with EFBIG.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    assert "torch" not in sys.modules
+    recorder = BvhRecorder(path, BvhOptions(fps=100.0))
+    i = 0
+    while mode == "kill" or i < limit // 100:
+        recorder.send(PoseFrame(i, time.perf_counter(), swinging_arms_pose(i / 100), True))
+        i += 1
+        if i == 50:
+            print("recording", flush=True)
+        time.sleep(0.002)
+    recorder.close()
+    print(json.dumps(recorder.stats()), flush=True)
+""")
+
+
+def test_bridges_bvh_valid_after_sigterm(tmp_path):
+    # Three recorders started together (their start-up dominates), killed at different moments.
+    paths = [tmp_path / f"killed{attempt}.bvh" for attempt in range(3)]
+    children = [subprocess.Popen([sys.executable, "-c", RECORDER_SCRIPT, str(path), "kill", "0"],
+                                 stdout=subprocess.PIPE, text=True, cwd=REPO) for path in paths]
+    for attempt, (path, child) in enumerate(zip(paths, children)):
+        assert child.stdout.readline().strip() == "recording"
+        time.sleep(0.013 * attempt)
+        child.send_signal(signal.SIGTERM)  # default action: the process dies at once, no cleanup
+        assert child.wait(timeout=10) == -signal.SIGTERM
+        bvh = bvhio.readAsBvh(str(path))
+        assert len(flatten(bvh.Root)) == 9 and abs(bvh.FrameTime - 0.01) < 1e-6
+        lines = path.read_text().split("Frame Time:")[1].strip().splitlines()[1:]
+        complete = [line for line in lines if len(line.split()) == 30]
+        assert bvh.FrameCount >= 50
+        # The count never promises more than there is, and lags by at most the line being written.
+        assert len(complete) - 1 <= bvh.FrameCount <= len(complete)
+        assert all(len(j.Keyframes) == bvh.FrameCount for j in flatten(bvh.Root))
+
+
+def test_bridges_bvh_disk_full_counted_and_file_stays_valid(tmp_path):
+    path = tmp_path / "full.bvh"
+    limit = 12000  # bytes: the header and a few dozen frames
+    child = subprocess.run([sys.executable, "-c", RECORDER_SCRIPT, str(path), "limit", str(limit)],
+                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert child.returncode == 0, child.stderr
+    stats = json.loads(child.stdout.strip().splitlines()[-1])
+    n = limit // 100
+    assert stats["errors"] > 0 and stats["dropped"] > 0 and stats["sent"] + stats["dropped"] == n
+    assert "too large" in stats["last_error"].lower()
+    assert path.stat().st_size <= limit
+    bvh = bvhio.readAsBvh(str(path))
+    assert bvh.FrameCount == stats["frames"] == stats["sent"] > 10
+    lines = path.read_text().split("Frame Time:")[1].strip().splitlines()[1:]
+    assert len(lines) == bvh.FrameCount and all(len(line.split()) == 30 for line in lines)
