@@ -21,6 +21,7 @@ so a slow disk never stalls the engine (a full queue drops frames, counted).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import queue
@@ -116,7 +117,9 @@ def bone_order(rig: Rig) -> list[int]:
 class BvhRecorder:
     """PoseSink recording one stream to a BVH file; complete and valid even if the process dies."""
 
-    def __init__(self, path: str | Path, options: BvhOptions = BvhOptions()):
+    def __init__(self, path: str | Path, options: BvhOptions | None = None, **fields):
+        """``fields`` override single options: BvhRecorder(path, skeleton="ted_expressive")."""
+        options = dataclasses.replace(options or BvhOptions(), **fields)
         if not 0 < options.fps <= 1000:
             raise ValueError(f"fps must lie in (0, 1000], got {options.fps}")
         if not 1 <= options.decimals <= 9:

@@ -167,6 +167,10 @@ def test_bridges_bvh_unwritable_path_is_a_clear_error(tmp_path):
         BvhRecorder(tmp_path / "no" / "such" / "folder.bvh")
     with pytest.raises(ValueError, match="space"):
         BvhRecorder(tmp_path / "x.bvh", BvhOptions(rig="unity_humanoid"))
+    with pytest.raises(ValueError, match="space"):
+        BvhRecorder(tmp_path / "x.bvh", rig="unity_humanoid")
+    with pytest.raises(TypeError):
+        BvhRecorder(tmp_path / "x.bvh", no_such_option=1)
 
 
 RECORDER_SCRIPT = textwrap.dedent("""
