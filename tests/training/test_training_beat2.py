@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
 from hop.model.skeleton import TED_GESTURE
 from hop.training.data import beat2

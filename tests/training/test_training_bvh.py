@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.io import wavfile
@@ -235,9 +237,7 @@ def test_cli_with_speech_and_words(tmp_path):
 
 @pytest.fixture(scope="module")
 def bvh_folder():
-    from tests.training.conftest import SHARED_DATA  # noqa: F401  (same location rule)
-
-    folder = SHARED_DATA / "bvh"
+    folder = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bvh"  # ../shared/data beside the repo
     if not folder.is_dir():
         pytest.skip(f"real BVH files not found at {folder}")
     return folder
