@@ -167,6 +167,11 @@ class MotionShaper:
         return normalize_bones(self.smoother(pose))
 
 
+def sends_per_frame(pose_fps: float, send_rate: float) -> int:
+    """Whole sends per model frame; the rate on the wire is pose_fps times this."""
+    return max(1, round(send_rate / pose_fps))
+
+
 class SendClock:
     """Spreads model frames at ``pose_fps`` over ``send_rate`` sends.
 
@@ -180,7 +185,7 @@ class SendClock:
             raise ValueError(f"send rate {send_rate} Hz is below the pose rate {pose_fps} fps; "
                              "use a send rate at least the model's pose rate")
         self.pose_fps = pose_fps
-        self.per_frame = max(1, round(send_rate / pose_fps))
+        self.per_frame = sends_per_frame(pose_fps, send_rate)
         self.damping = damping
         self._previous: np.ndarray | None = None
 

@@ -40,8 +40,8 @@ from hop.model.text import WordPieces, align_tokens
 @dataclass(frozen=True)
 class RuntimeOptions:
     send_rate: float = 60.0  # sends per second; model frames are spread over it (SendClock)
-    max_frames_per_step: int = 4  # a backlog up to this is computed in one model call
-    skip_backlog_frames: int = 6  # real time: a larger backlog is skipped, never queued
+    max_frames_per_step: int = 2  # a backlog up to this is computed in one model call
+    skip_backlog_frames: int = 2  # real time: a larger backlog is skipped, never queued
     audio_delay_s: float = 0.0  # hold poses back to line up with audio the audience hears later
     idle_after_s: float = 0.3  # no audio this long (device lost, not started): idle motion on the wall clock
     realtime: bool = True  # False: offline conversion, every frame is computed and sent

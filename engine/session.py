@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from hop.engine.backends import BackendError, BackendOptions, prepare
-from hop.engine.motion import MotionOptions
+from hop.engine.motion import MotionOptions, sends_per_frame
 from hop.engine.ring import RingOptions, SampleRing
 from hop.engine.runtime import Engine, RuntimeOptions
 from hop.engine.status import EngineStatus
@@ -129,7 +129,7 @@ def warm_up(model: Hop, step, device: str) -> None:
 
 # -- outputs -----------------------------------------------------------------------------
 
-def open_sinks(options: SessionOptions, skeleton: str, engine_ref: list) -> list:
+def open_sinks(options: SessionOptions, skeleton: str, wire_rate: float, engine_ref: list) -> list:
     sinks = []
     try:
         for out in options.outputs:
@@ -148,8 +148,8 @@ def open_sinks(options: SessionOptions, skeleton: str, engine_ref: list) -> list
                 sinks.append(sink)
                 print(f"hop-live: viewer at {sink.viewer_url}", file=sys.stderr)
             elif out.kind == "bvh":
-                from hop.bridges.bvh import BvhRecorder
-                sinks.append(BvhRecorder(out.path, skeleton=skeleton))
+                from hop.bridges.bvh import BvhOptions, BvhRecorder
+                sinks.append(BvhRecorder(out.path, BvhOptions(fps=wire_rate, skeleton=skeleton)))
             else:
                 raise SessionError(f"unknown output kind {out.kind!r}")
     except (OSError, ValueError) as error:
@@ -213,7 +213,11 @@ def run_session(options: SessionOptions, stop: threading.Event | None = None) ->
     source = open_source(options, ring)
     asr, tokenizer = _start_asr(settings.asr, model, status)
     engine_ref: list = []
-    sinks = open_sinks(options, model.cfg.skeleton, engine_ref)
+    if options.report_dir is not None:
+        options.report_dir.mkdir(parents=True, exist_ok=True)
+    pose_fps = model.cfg.fps
+    wire_rate = pose_fps * sends_per_frame(pose_fps, settings.send_rate)
+    sinks = open_sinks(options, model.cfg.skeleton, wire_rate, engine_ref)
     recorder = _FrameRecorder() if options.report_dir is not None else None
     runtime = RuntimeOptions(
         send_rate=settings.send_rate, max_frames_per_step=settings.max_frames_per_step,

@@ -26,8 +26,8 @@ class ProfileError(ValueError):
 @dataclass(frozen=True)
 class EngineSettings:
     send_rate: float = 60.0  # Hz on the wire; >= the model's pose rate
-    max_frames_per_step: int = 4
-    skip_backlog_frames: int = 6
+    max_frames_per_step: int = 2
+    skip_backlog_frames: int = 2
     backend: str = "eager"  # eager | compile | tensorrt
     device: str = "cpu"  # cpu | cuda
     # torch intra-op threads; 0 keeps torch's default. One by default: on a small,

@@ -30,6 +30,15 @@ from hop.bridges.osc import OscSink  # noqa: E402
 SR = 16000
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """As the engine's profiles run it (see EngineSettings.threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
     """Untrained: enough for timing, skipping and idle behaviour."""
