@@ -131,7 +131,29 @@ def test_stroke_activation_known_values():
 
 
 def test_rest_pose_is_a_person_upright():
-    joints = synth.TED_GESTURE.dir_vec_to_joints(synth.rest_pose().reshape(27))
+    joints = synth.TED_GESTURE.dir_vec_to_joints(synth.rest_pose(synth.STYLES[2]).reshape(27))
     assert joints[3, 1] < joints[1, 1] < joints[0, 1]  # head above neck above spine (up is -y)
     assert joints[4, 0] < 0 < joints[7, 0]  # left shoulder on -x
     assert joints[6, 1] > joints[4, 1] and joints[9, 1] > joints[7, 1]  # wrists below shoulders at rest
+
+
+def test_published_window_filters_keep_the_synthetic_windows(corpus):
+    """The TED filters (words, spine, static wrists, mean pose) must not throw the corpus away."""
+    from hop.training.data.windows import EXTENDED_WINDOW, rejection_reason, window_starts, words_in_range
+
+    _, manifest, clips = corpus
+    reasons = []
+    for clip in clips:
+        for s in window_starts(clip.n_frames):
+            n_words = len(words_in_range(clip.word_start, clip.word_end, s / POSE_FPS,
+                                         (s + EXTENDED_WINDOW) / POSE_FPS))
+            reasons.append(rejection_reason(clip.dir_vec[s:s + EXTENDED_WINDOW], n_words, synth.TED_GESTURE,
+                                            np.asarray(manifest.mean_dir_vec)))
+    assert len(reasons) >= 8 and reasons.count(None) >= 0.9 * len(reasons), reasons
+
+
+def test_rest_postures_differ_between_styles():
+    rests = [synth.rest_pose(s) for s in synth.STYLES]
+    for i in range(len(rests)):
+        for j in range(i + 1, len(rests)):
+            assert np.abs(rests[i] - rests[j]).max() > 0.1

@@ -241,15 +241,22 @@ class SynthStyle:
     voice: str
     rate: int
     pitch: int
+    rest_lower: float = 20.0  # rest posture, degrees (see rest_pose)
+    rest_abduct: float = 0.0
+    rest_inward: float = 0.0
     min_gap: float = 0.25
     lag: float = 0.0  # stroke apex minus onset, seconds
 
 
 STYLES: tuple[SynthStyle, ...] = (
-    SynthStyle("s0_right_beats", "right", 1.0, 0.3, 0.5, "en-us+m2", 165, 40),
-    SynthStyle("s1_left_beats", "left", 0.8, 0.3, 0.5, "en-us+f3", 175, 60),
-    SynthStyle("s2_both_wide", "both", 1.2, 1.0, 0.3, "en-us+Andy", 150, 45),
-    SynthStyle("s3_alternate_small", "alternate", 0.6, 0.2, 1.2, "en-us+f4", 185, 65, min_gap=0.3),
+    SynthStyle("s0_right_beats", "right", 1.0, 0.3, 0.5, "en-us+m2", 165, 40,
+               rest_lower=55.0, rest_abduct=-5.0),
+    SynthStyle("s1_left_beats", "left", 0.8, 0.3, 0.5, "en-us+f3", 175, 60,
+               rest_lower=40.0, rest_inward=30.0),
+    SynthStyle("s2_both_wide", "both", 1.0, 1.0, 0.3, "en-us+Andy", 150, 45,
+               rest_lower=30.0, rest_abduct=18.0),
+    SynthStyle("s3_alternate_small", "alternate", 0.6, 0.2, 1.2, "en-us+f4", 185, 65,
+               rest_lower=50.0, rest_abduct=-8.0, rest_inward=15.0, min_gap=0.3),
 )
 
 PAUSE_GAP = 0.7
@@ -318,12 +325,29 @@ def _apply(rot: np.ndarray, vec: np.ndarray) -> np.ndarray:
     return np.einsum("tij,tj->ti", rot, vec)
 
 
-def rest_pose() -> np.ndarray:
-    """(9, 3) rest directions: TED's mean pose with both forearms lowered 20 degrees."""
+def _rot_y(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    one, zero = np.ones_like(theta), np.zeros_like(theta)
+    return np.stack([np.stack([c, zero, s], -1), np.stack([zero, one, zero], -1),
+                     np.stack([-s, zero, c], -1)], -2)
+
+
+def rest_pose(style: "SynthStyle | None" = None) -> np.ndarray:
+    """(9, 3) rest directions of a style (default: the first built-in one).
+
+    TED's mean pose, then per arm: upper arm abducted by ``rest_abduct`` degrees,
+    forearm lowered by ``rest_lower`` and turned toward the body's midline by
+    ``rest_inward`` degrees.
+    """
+    style = style or STYLES[0]
     dirs = TED_GESTURE.mean_pose().reshape(9, 3).astype(np.float64)
-    lower = _rot_x(np.array([-np.radians(20.0)]))[0]
-    for b in (5, 8):
-        dirs[b] = lower @ dirs[b]
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    for sign, upper, fore in ((1.0, 4, 5), (-1.0, 7, 8)):  # left arm (-x side), right arm
+        abduct = _rot_z(np.array([sign * np.radians(style.rest_abduct)]))[0]
+        bend = (_rot_y(np.array([sign * np.radians(style.rest_inward)]))[0]
+                @ _rot_x(np.array([-np.radians(style.rest_lower)]))[0])
+        dirs[upper] = abduct @ dirs[upper]
+        dirs[fore] = abduct @ bend @ dirs[fore]
     return dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
 
 
@@ -340,7 +364,7 @@ def motion_from_strokes(left: np.ndarray, right: np.ndarray, head: np.ndarray, s
     """Step 5 of the rule: per-frame activations -> (T, 27) unit bone directions."""
     n = len(left)
     t = np.arange(n) / fps
-    rest = rest_pose()
+    rest = rest_pose(style)
     dirs = np.repeat(rest[None], n, axis=0)  # (T, 9, 3)
     for side, act, (shoulder, upper, fore) in (("left", left, (3, 4, 5)), ("right", right, (6, 7, 8))):
         sign = 1.0 if side == "left" else -1.0
