@@ -42,8 +42,11 @@ the subject's left is -x)
        after a stroke and leaves rest 0.3 s before the next. Between these knots
        the activation follows smoothstep curves (zero velocity at each knot), so
        motion beats (velocity minima) fall on the knots, apexes included.
-    5. Pose from activations: the rest pose is TED's published mean pose with
-       the forearms lowered 20 degrees. An arm with activation s raises its
+    5. Pose from activations: the rest pose is the style's (``rest_pose``: TED's
+       published mean pose with each upper arm abducted by ``rest_abduct`` and
+       each forearm lowered by ``rest_lower`` and turned inward by
+       ``rest_inward`` degrees; far enough from the mean pose that the published
+       "mean pose" window filter keeps the windows). An arm with activation s raises its
        upper arm forward by 25*s degrees, abducts it by ``abduction``*20*s degrees
        and raises its forearm by a further 45*s degrees. The head nods forward
        by ``nod``*12 degrees times the activation of all strokes together.
@@ -52,7 +55,7 @@ the subject's left is -x)
        are never frozen.
 
 Speaker styles (``STYLES``) differ measurably: which wrist moves (per-arm motion
-energy), how far (amplitude, abduction), head nods, and voice (espeak variant,
+energy), how far (amplitude, abduction), rest posture, head nods, and voice (espeak variant,
 rate, pitch). Only espeak voices whose output does not depend on what was spoken
 before are used (the plain ``en-us`` voice and several variants carry a pitch
 "flutter" state from one utterance to the next, which would break determinism);
