@@ -194,3 +194,14 @@ def test_beat2_folder_conversion_and_render(shared_data, tmp_path):
     clip = read_clip(out, manifest.clips[0])
     png = render_frames(clip.dir_vec, [0, 300, 600], tmp_path / "beat2.png", title="BEAT2 0_1_1")
     assert png.stat().st_size > 5000
+
+
+def test_read_wav_16k_scales_and_resamples(tmp_path):
+    from scipy.io import wavfile
+
+    pcm = np.full(44100, 16384, dtype=np.int16)  # 1 s at 44.1 kHz, half of full scale
+    pcm[:10] = 0
+    wavfile.write(tmp_path / "a.wav", 44100, np.stack([pcm, pcm], axis=1))  # stereo
+    audio = beat2.read_wav_16k(tmp_path / "a.wav")
+    assert audio.dtype == np.float32 and audio.shape == (16000,)
+    assert audio[8000] == pytest.approx(16384 / 32767, abs=1e-3)
