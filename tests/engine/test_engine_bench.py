@@ -1,0 +1,138 @@
+"""hop-bench: the timed building blocks (pytest-benchmark; one plain run under the default
+--benchmark-disable) and the latency benchmark end to end on the virtual microphone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hop.engine import bench
+from hop.engine.virtual_mic import available as virtual_mic_unavailable
+from hop.model import FrozenLM, Hop, HopConfig, HopStream
+
+SR = 16000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """hop-live's default; on a shared 2-core machine a second OpenMP thread turns ms into 100s of ms."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return FrozenLM()
+
+
+@pytest.fixture(scope="module")
+def model(lm):
+    """hop-live's default architecture, untrained (timing does not depend on the weights)."""
+    torch.manual_seed(0)
+    return Hop(HopConfig(), lm=lm).eval()
+
+
+@pytest.fixture(scope="module")
+def paper(lm):
+    torch.manual_seed(0)
+    return Hop(HopConfig(causal=False, fps=15), lm=lm).eval()
+
+
+def test_one_streaming_step(benchmark, model, speech_source):
+    stepper = bench.StreamingStepper(model, 0.8 * speech_source(3.0))
+    for _ in range(4):  # past the first-call costs (prototype cache)
+        stepper()
+    before = stepper.stream.frames_done
+    poses = benchmark(stepper)
+    assert poses.shape == (1, 1, model.cfg.pose_dim)
+    assert np.isfinite(poses).all()
+    assert stepper.stream.frames_done > before
+    if not benchmark.enabled:
+        assert stepper.stream.frames_done == before + 1, "one call must advance exactly one pose frame"
+
+
+def test_batched_16_stream_step(benchmark, model, speech_source):
+    speech = 0.8 * speech_source(3.0)
+    audio = np.stack([np.roll(speech, 2000 * i) for i in range(16)])
+    stepper = bench.StreamingStepper(model, audio, batch=16)
+    single = bench.StreamingStepper(model, audio[5])
+    for _ in range(4):
+        stepper()
+        single()
+    poses = benchmark(stepper)
+    assert poses.shape == (16, 1, model.cfg.pose_dim) and np.isfinite(poses).all()
+    if not benchmark.enabled:
+        # the streams are independent: row 5 of the batch is what a batch-1 stream makes of the same audio
+        assert np.allclose(poses[5], single(), atol=1e-4)
+        assert np.abs(poses[0] - poses[5]).max() > 1e-6, "different audio gave identical poses"
+
+
+def test_one_windowed_34_frame_window(benchmark, paper, speech_source):
+    runner = bench.WindowedRunner(paper, 0.8 * speech_source(8.0))
+    assert runner.stride == 30 and runner.starts[:3] == [0, 30, 60]
+    runner()  # first-call costs
+    poses = benchmark(runner)
+    assert poses.shape == (1, 34, paper.cfg.pose_dim) and np.isfinite(poses).all()
+    # the next window continues from this one: its 4 seed frames are this window's frames 30..33
+    assert torch.equal(runner.seed_pose, poses[:, 30:34])
+
+
+def test_windowed_mode_refuses_gaps_and_short_audio(paper):
+    with pytest.raises(ValueError, match="stride"):
+        bench.WindowedRunner(paper, np.zeros(3 * SR, np.float32), stride=31)  # frames no window covers
+    with pytest.raises(ValueError, match="too short"):
+        bench.WindowedRunner(paper, np.zeros(2 * SR, np.float32))  # 30 frames < 34
+
+
+def test_latency_command_end_to_end_on_the_virtual_mic(model, tmp_path, monkeypatch):
+    reason = virtual_mic_unavailable()
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setattr(bench, "load_streaming_model", lambda checkpoint: (model, "test model (untrained)"))
+    out = tmp_path / "latency.json"
+    assert bench.main(["latency", "--seconds", "5", "--asr", "off", "--threads", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    machine = result["machine"]
+    assert machine["cpu_model"] and machine["cpu_model"] != "unknown"
+    assert machine["logical_cores"] >= 1 and machine["torch"] == torch.__version__
+    assert len(machine["loadavg_at_start"]) == 3 and len(machine["loadavg_at_end"]) == 3
+    assert result["benchmark"] == "latency" and result["pose_fps"] == 30
+    (run,) = result["conditions"]
+    assert run["threads"] == 1 and run["threads_in_engine_thread"] == 1 and run["asr"] is False
+    assert 4.5 <= run["speech_seconds"] <= 6.0
+    expected = 30 * run["speech_seconds"]
+    # under load the engine skips frames to stay current, but every frame is either sent or skipped
+    assert run["fresh_frames"] >= 0.3 * expected
+    assert run["fresh_frames"] + run["frames_skipped"] >= 0.9 * expected
+    lat = run["latency_capture_to_socket_ms"]
+    assert lat["count"] == run["fresh_frames"]
+    assert 0 < lat["min"] <= lat["median"] <= lat["p95"] <= lat["p99"] <= lat["max"] < 2000
+    rx = run["latency_capture_to_receiver_ms"]
+    assert rx["count"] >= 0.9 * lat["count"], "datagrams were lost on loopback"
+    assert rx["median"] >= lat["median"] - 1.0, "a datagram cannot arrive before it was sent"
+    assert run["capture_stamps"]["blocks"] > 100 and run["capture_stamps"]["clamped"] is True
+    assert run["input_overflows"] == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_backends_on_cuda_without_a_gpu_says_so(tmp_path):
+    out = tmp_path / "backends.json"
+    assert bench.main(["backends", "--device", "cuda", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["device"] == "cuda" and result["gpu"].startswith("no GPU")
+    assert result["backends"] == [] and result["machine"]["cuda_available"] is False
+
+
+def test_streaming_stepper_cuts_audio_at_frame_boundaries(model):
+    audio = np.random.default_rng(0).normal(scale=0.1, size=SR).astype(np.float32)
+    chunks = bench.frame_chunks(audio, model.cfg.mel)
+    assert len(chunks) == 30 and sum(len(c) for c in chunks) == model.cfg.mel.frame_end(29)
+    reference = HopStream(model).push_audio(audio[: model.cfg.mel.frame_end(29)])[0]
+    stepper = bench.StreamingStepper(model, audio)
+    stepped = np.concatenate([stepper()[0] for _ in range(30)])
+    assert np.allclose(stepped, reference, atol=1e-4), "one frame per push must equal one push of it all"
