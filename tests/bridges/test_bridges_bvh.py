@@ -191,12 +191,13 @@ RECORDER_SCRIPT = textwrap.dedent("""
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     assert "torch" not in sys.modules
     recorder = BvhRecorder(path, BvhOptions(fps=100.0))
-    i = 0
+    i, announced = 0, False
     while mode == "kill" or i < limit // 100:
         recorder.send(PoseFrame(i, time.perf_counter(), swinging_arms_pose(i / 100), True))
         i += 1
-        if i == 50:
+        if not announced and recorder.stats()["frames"] >= 50:
             print("recording", flush=True)
+            announced = True
         time.sleep(0.002)
     recorder.close()
     print(json.dumps(recorder.stats()), flush=True)

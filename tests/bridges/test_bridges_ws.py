@@ -266,7 +266,10 @@ def test_bridges_ws_slow_client_loses_old_frames_never_stalls_sender(make_sink):
         assert slow_stats["sent"] < 200, slow_stats
         assert len(received) > n / 2 and received == sorted(received)
         durations_ms = np.array(durations) * 1e3
-        assert np.median(durations_ms) < 0.2 and durations_ms.max() < 20, (np.median(durations_ms), durations_ms.max())
+        # A stall would last as long as the slow client refuses to read: for ever. The bounds
+        # leave room for GIL hand-overs and a shared, busy 2-core machine.
+        figures = (np.median(durations_ms), np.percentile(durations_ms, 99), durations_ms.max())
+        assert figures[0] < 0.5 and figures[1] < 10 and figures[2] < 250, figures
         assert sink.stats()["errors"] == 0
         start = time.perf_counter()
         sink.close()  # with the slow client still stalled
