@@ -77,7 +77,7 @@ def test_one_windowed_34_frame_window(benchmark, paper, speech_source):
     assert runner.stride == 30 and runner.starts[:3] == [0, 30, 60]
     runner()  # first-call costs
     poses = benchmark(runner)
-    assert poses.shape == (1, 34, paper.cfg.pose_dim) and np.isfinite(poses).all()
+    assert poses.shape == (1, 34, paper.cfg.pose_dim) and torch.isfinite(poses).all()
     # the next window continues from this one: its 4 seed frames are this window's frames 30..33
     assert torch.equal(runner.seed_pose, poses[:, 30:34])
 
