@@ -108,6 +108,7 @@ class Engine:
         self.model_seconds = 0.0  # time spent inside the model, for the benchmarks
         self.model_frames = 0
         self.latency_trace: list[tuple[float, float]] | None = None  # set to a list to log (sent_at, latency_s)
+        self._sink_errors: dict[int, int] = {}  # errors each sink had counted at the last publish
 
     # -- control from other threads (WebSocket clients, signal handlers) ---------------
     def stop(self) -> None:
@@ -293,9 +294,17 @@ class Engine:
             self.asr.publish(self.status)
         self.status.sanitizer = self.sanitizer.counts.as_dict()
         dropped = 0
-        for sink in self.sinks:
+        for i, sink in enumerate(self.sinks):
             try:
-                dropped += int(sink.stats().get("dropped", 0))
+                stats = sink.stats()
+                dropped += int(stats.get("dropped", 0))
+                errors = int(stats.get("errors", 0))
             except Exception:
-                pass
+                continue
+            # Sinks count their failures instead of raising (an unreachable OSC target, a full
+            # disk): new ones go into the status too, so --stats and monitors see them.
+            if errors > self._sink_errors.get(i, 0):
+                self.status.record_error(f"{type(sink).__name__}: {errors - self._sink_errors.get(i, 0)} new "
+                                         f"send errors, last: {stats.get('last_error', '')}")
+                self._sink_errors[i] = errors
         self.status.frames_dropped = dropped
