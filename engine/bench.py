@@ -178,9 +178,10 @@ def load_streaming_model(checkpoint: Path | None):
 
 
 def frame_chunks(audio: np.ndarray, mel) -> list[np.ndarray]:
-    """Audio cut at pose-frame boundaries: chunk t completes frame t."""
+    """Audio cut where the engine cuts it: chunk t holds the samples that complete frame t
+    (``samples_for``, the count the runtime waits for; ``frame_end`` can be one sample short)."""
     n = mel.frames_in(audio.shape[-1])
-    ends = [0] + [int(mel.frame_end(t)) for t in range(n)]
+    ends = [0] + [int(mel.samples_for(t + 1)) for t in range(n)]
     return [audio[..., ends[t]:ends[t + 1]] for t in range(n)]
 
 
@@ -331,10 +332,11 @@ class StampCheck:
     """Wraps a ring's ``write`` on the audio thread: records how far each block's capture stamp lies
     after the callback's own clock reading and, with ``clamp``, stamps no block later than that reading.
 
-    The newest sample of a block cannot have been captured after the callback that delivers it began;
-    PortAudio's PulseAudio host API reports an ADC time equal to the callback time, so MicCapture's
-    mapping (ADC time + block length) stamps every block one block (10 ms) in the future and the
-    latency it reports is that much too small. Clamping gives the latency an honest upper-side stamp.
+    The newest sample of a block cannot have been captured after the callback that delivers it began.
+    Through PortAudio's ALSA ``pulse`` device the input ADC time often equals the callback's current
+    time, and MicCapture's mapping (ADC time + block length) then stamps the block's end one block
+    (10 ms) in the future, so the latency measured from it is up to 10 ms too small. Clamping the stamp
+    to the callback's clock reading keeps the measured latency from being flattered.
     """
 
     def __init__(self, ring, clamp: bool, capacity: int = 1 << 16):

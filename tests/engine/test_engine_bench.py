@@ -131,8 +131,10 @@ def test_backends_on_cuda_without_a_gpu_says_so(tmp_path):
 def test_streaming_stepper_cuts_audio_at_frame_boundaries(model):
     audio = np.random.default_rng(0).normal(scale=0.1, size=SR).astype(np.float32)
     chunks = bench.frame_chunks(audio, model.cfg.mel)
-    assert len(chunks) == 30 and sum(len(c) for c in chunks) == model.cfg.mel.frame_end(29)
-    reference = HopStream(model).push_audio(audio[: model.cfg.mel.frame_end(29)])[0]
+    assert len(chunks) == 30 and sum(len(c) for c in chunks) == model.cfg.mel.samples_for(30)
+    reference = HopStream(model).push_audio(audio[: model.cfg.mel.samples_for(30)])[0]
     stepper = bench.StreamingStepper(model, audio)
-    stepped = np.concatenate([stepper()[0] for _ in range(30)])
+    stepped = [stepper()[0] for _ in range(30)]
+    assert all(len(frame) == 1 for frame in stepped), "every chunk must complete exactly one frame"
+    stepped = np.concatenate(stepped)
     assert np.allclose(stepped, reference, atol=1e-4), "one frame per push must equal one push of it all"
