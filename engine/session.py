@@ -211,7 +211,12 @@ def run_session(options: SessionOptions, stop: threading.Event | None = None) ->
     status = EngineStatus()
     ring = SampleRing(RingOptions(seconds=10.0))
     source = open_source(options, ring)
-    asr, tokenizer = _start_asr(settings.asr, model, status)
+    if options.realtime:
+        asr, tokenizer = _start_asr(settings.asr, model, status)
+    else:  # offline: the whole file's words are known before the first frame
+        asr, tokenizer = None, None
+        if settings.asr and model.lm is not None:
+            _pre_transcribe(Path(options.input), stream, model, status)
     engine_ref: list = []
     if options.report_dir is not None:
         options.report_dir.mkdir(parents=True, exist_ok=True)
@@ -280,6 +285,25 @@ def _start_asr(enabled: bool, model: Hop, status: EngineStatus):
     asr = AsrClient(AsrOptions())
     asr.start()
     return asr, load_tokenizer(model.cfg.lm)
+
+
+def _pre_transcribe(path: Path, stream: HopStream, model: Hop, status: EngineStatus) -> None:
+    from hop.engine.asr import AsrUnavailable, transcribe_file
+    from hop.engine.audio_file import load_wav_16k_mono
+    from hop.model import load_tokenizer
+    from hop.model.text import WordPieces, align_tokens
+    try:
+        words = transcribe_file(load_wav_16k_mono(path))
+    except AsrUnavailable as error:
+        status.asr_message = f"{error}; converting without text"
+        print(f"hop-live: {status.asr_message}", file=sys.stderr)
+        return
+    pieces = WordPieces(load_tokenizer(model.cfg.lm))
+    n_frames = int(np.ceil(max((w.end_s for w in words), default=0.0) * model.cfg.fps)) + 1
+    tokens = align_tokens([(w.word, w.start_s, w.end_s) for w in words], n_frames, pieces, fps=model.cfg.fps)
+    stream.add_tokens(0, {f: int(t) for f, t in enumerate(tokens) if t != pieces.pad_id})
+    status.asr_words = len(words)
+    status.asr_message = f"{len(words)} words transcribed before conversion"
 
 
 def _watch(engine: Engine, stop: threading.Event, options: SessionOptions) -> None:
