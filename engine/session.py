@@ -99,8 +99,8 @@ def load_model(checkpoint: Path | None) -> tuple[Hop, str]:
     if not model.cfg.causal:
         raise SessionError(f"checkpoint {str(path)!r} is an offline (paper-mode, bidirectional) model; "
                            "the live engine needs a causal one (train with mode = \"streaming\")")
-    trained = payload.get("train_args", {}).get("data", "unknown data")
-    return model, f"checkpoint {path} ({trained})"
+    about = payload.get("description") or (payload.get("train_args") or {}).get("data", {}).get("train", "?")
+    return model, f"checkpoint {path} (trained on {about})"
 
 
 def apply_style(stream: HopStream, spec: str) -> None:
