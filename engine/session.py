@@ -96,6 +96,13 @@ def load_model(checkpoint: Path | None) -> tuple[Hop, str]:
         raise SessionError(str(error)) from None
     except LMNotFoundError as error:
         raise SessionError(str(error)) from None
+    except (RuntimeError, KeyError, ValueError, TypeError, EOFError) as error:
+        # torch.load on a file that is not a checkpoint, or weights whose shapes do not fit
+        # the config stored beside them: a message, not a traceback.
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise SessionError(f"checkpoint {str(path)!r} cannot be loaded: it does not fit this hop-live's model "
+                           f"({type(error).__name__}: {detail[:200]}); pass a checkpoint written by this "
+                           "version's hop-train, or leave --checkpoint out to use the built-in one") from None
     if not model.cfg.causal:
         raise SessionError(f"checkpoint {str(path)!r} is an offline (paper-mode, bidirectional) model; "
                            "the live engine needs a causal one (train with mode = \"streaming\")")
