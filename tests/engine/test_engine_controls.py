@@ -1,0 +1,87 @@
+"""Control messages from a real WebSocket client reach the running engine; bad ones change nothing.
+Also: --audio-delay holds poses back by the asked amount."""
+
+import json
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from websockets.sync.client import connect
+
+from hop.bridges.ws import WebSocketOptions, WebSocketSink
+from hop.engine.audio_file import FileSource, FileSourceOptions
+from hop.engine.ring import SampleRing
+from hop.engine.runtime import Engine, RuntimeOptions
+from hop.engine.session import _on_control
+from hop.model import Hop, HopConfig, HopStream
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the engine's profiles run it
+    yield Hop(HopConfig(n_prototypes=32)).eval()
+    torch.set_num_threads(threads)
+
+
+def _wav(path: Path, seconds: float) -> Path:
+    t = np.arange(int(seconds * 16000)) / 16000
+    audio = 0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((audio * 32767).astype("<i2").tobytes())
+    return path
+
+
+def _wait(predicate, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_websocket_controls_reach_the_engine(model, tmp_path):
+    sink = WebSocketSink(WebSocketOptions(port=0))
+    ring = SampleRing()
+    source = FileSource(FileSourceOptions(_wav(tmp_path / "a.wav", 6.0)), ring)
+    engine = Engine(HopStream(model), ring, source, [sink], RuntimeOptions())
+    sink.on_control(lambda control: _on_control([engine], control))
+    runner = threading.Thread(target=engine.run)
+    runner.start()
+    try:
+        with connect(sink.url + "?format=json", max_size=None) as client:
+            client.send(json.dumps({"type": "control", "intensity": 0.5}))
+            assert _wait(lambda: engine.shaper.intensity == 0.5)
+            client.send(json.dumps({"type": "control", "mute": True}))
+            assert _wait(lambda: engine.shaper.muted)
+            for bad in ('{"type": "control", "intensity": 99}', "not json", '{"type": "control", "x": 1}',
+                        '{"type": "control", "style": "speaker:999"}'):
+                client.send(bad)
+            time.sleep(0.3)
+            assert engine.shaper.intensity == 0.5 and engine.shaper.muted
+            # a well-formed style the model cannot take is reported, not applied
+            client.send(json.dumps({"type": "control", "style": "speaker_999"}))
+            assert _wait(lambda: any("speaker id 999" in e for e in engine.status.errors))
+            client.send(json.dumps({"type": "control", "style": "speaker_3"}))
+            expected = model.style.table.weight[3].chunk(2)[0]
+            assert _wait(lambda: torch.allclose(engine.stream.style[0], expected))
+    finally:
+        engine.stop()
+        runner.join(10)
+        sink.close()
+
+
+def test_audio_delay_holds_poses_back(model, tmp_path):
+    latencies = {}
+    for delay in (0.0, 0.25):
+        ring = SampleRing()
+        source = FileSource(FileSourceOptions(_wav(tmp_path / f"d{delay}.wav", 2.0)), ring)
+        engine = Engine(HopStream(model), ring, source, [], RuntimeOptions(audio_delay_s=delay))
+        engine.run()
+        latencies[delay] = engine.status.snapshot()["latency_ms"]["p50"]
+    assert 230 <= latencies[0.25] - latencies[0.0] <= 290
