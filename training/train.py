@@ -677,7 +677,10 @@ class Trainer:
                     elif main:
                         self.save("last.pt")
             if self._done() and self.batches_done:  # stopped by max_steps inside an epoch
-                self._validate_and_save(vlog, tb)
+                if self.cfg.eval.every_epochs > 0:
+                    self._validate_and_save(vlog, tb)
+                elif main:
+                    self.save("last.pt")
         except KeyboardInterrupt:
             interrupted = True
             if main:
