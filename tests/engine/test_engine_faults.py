@@ -412,10 +412,10 @@ def small_disk(tmp_path):
 
 
 def test_disk_full_while_recording_engine_keeps_streaming(model, speech_source, tmp_path, small_disk):
-    try:
+    if small_disk.parent.name == "small":  # the tmpfs: the real BVH recorder fills it
         from hop.bridges.bvh import BvhRecorder
         recorder = BvhRecorder(small_disk, skeleton=model.cfg.skeleton)
-    except ImportError:
+    else:  # /dev/full refuses even the BVH header: a plain recorder shows the engine side
         recorder = FileRecorder(small_disk)
     wav = write_wav(tmp_path / "talk.wav", 0.7 * speech_source(4.0))
     engine, sink = run_offline(model, wav, sinks=[recorder])
