@@ -185,7 +185,8 @@ class MicCapture:
         # offset between the two clocks seen right now.
         adc_age = time_info.currentTime - time_info.inputBufferAdcTime
         if time_info.inputBufferAdcTime > 0 and 0.0 <= adc_age < 1.0:
-            block_end = now - adc_age + frames / self._rate
+            # pulse often reports the ADC time as "now"; a block cannot end in the future
+            block_end = min(now, now - adc_age + frames / self._rate)
         else:
             block_end = now
         samples = self._resampler.process(indata)

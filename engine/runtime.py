@@ -182,7 +182,7 @@ class Engine:
         first = self.stream.frames_done - len(poses)
         for i, pose in enumerate(poses):
             frame_no = first + i
-            newest_sample = mel.frame_end(frame_no) - 1
+            newest_sample = mel.samples_for(frame_no + 1) - 1
             capture_time = self.ring.capture_time(newest_sample)
             shaped = self.shaper(pose, bool(speaking[i]) if i < len(speaking) else self.vad.speaking,
                                  frame_no / self.pose_fps)

@@ -77,11 +77,11 @@ def test_websocket_controls_reach_the_engine(model, tmp_path):
 
 
 def test_audio_delay_holds_poses_back(model, tmp_path):
-    latencies = {}
-    for delay in (0.0, 0.25):
-        ring = SampleRing()
-        source = FileSource(FileSourceOptions(_wav(tmp_path / f"d{delay}.wav", 2.0)), ring)
-        engine = Engine(HopStream(model), ring, source, [], RuntimeOptions(audio_delay_s=delay))
-        engine.run()
-        latencies[delay] = engine.status.snapshot()["latency_ms"]["p50"]
-    assert 230 <= latencies[0.25] - latencies[0.0] <= 290
+    ring = SampleRing()
+    source = FileSource(FileSourceOptions(_wav(tmp_path / "d.wav", 2.0)), ring)
+    engine = Engine(HopStream(model), ring, source, [], RuntimeOptions(audio_delay_s=0.25))
+    engine.run()
+    latency_ms = engine.status._latency_ms.values()
+    assert len(latency_ms) > 40
+    assert latency_ms.min() >= 250  # never early
+    assert np.median(latency_ms) < 250 + 60  # and not much later than asked
