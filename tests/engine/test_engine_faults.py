@@ -432,3 +432,25 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+# -- an output that raises ---------------------------------------------------------------
+
+class ExplodingSink(ListSink):
+    """Raises on every tenth frame, as a buggy third-party output might."""
+
+    def send(self, frame):
+        if frame.index % 10 == 9:
+            raise RuntimeError(f"boom at {frame.index}")
+        super().send(frame)
+
+
+def test_an_output_that_raises_does_not_stop_the_engine_or_the_other_outputs(model, speech_source, tmp_path):
+    wav = write_wav(tmp_path / "talk.wav", 0.7 * speech_source(1.5))
+    exploding = ExplodingSink()
+    engine, sink = run_offline(model, wav, sinks=[exploding])
+    expected = model.cfg.mel.frames_in(int(1.5 * SR))
+    assert len(sink.frames) == expected
+    assert len(exploding.frames) == expected - expected // 10
+    recent = engine.status.snapshot()["recent_errors"]
+    assert any("ExplodingSink.send failed" in e and "boom" in e for e in recent)
