@@ -255,8 +255,11 @@ class Engine:
             heapq.heappush(self._sends, (when, next(self._tie), frame, k == 0 and capture_time is not None))
 
     def _flush_due_sends(self, everything: bool = False) -> None:
+        """Send what is due; ``everything``: the rest too (in real time, each at its due time)."""
         now = time.perf_counter()
         while self._sends and (everything or self._sends[0][0] <= now):
+            if everything and self.options.realtime:
+                time.sleep(max(0.0, self._sends[0][0] - time.perf_counter()))
             _, _, frame, fresh = heapq.heappop(self._sends)
             for sink in self.sinks:
                 try:

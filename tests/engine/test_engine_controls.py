@@ -82,6 +82,6 @@ def test_audio_delay_holds_poses_back(model, tmp_path):
     engine = Engine(HopStream(model), ring, source, [], RuntimeOptions(audio_delay_s=0.25))
     engine.run()
     latency_ms = engine.status._latency_ms.values()
-    assert len(latency_ms) > 40
+    assert len(latency_ms) > 20
     assert latency_ms.min() >= 250  # never early
     assert np.median(latency_ms) < 250 + 60  # and not much later than asked
