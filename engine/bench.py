@@ -744,7 +744,8 @@ def cmd_backends(args) -> dict:
     result["speech"] = origin
     rows, entries = [], []
     for name in names:
-        model, note = load_streaming_model(args.checkpoint)  # fresh weights per backend: nothing carries over
+        # fresh weights per backend: nothing carries over
+        model, note = _untrained(args.fps) if args.fps else load_streaming_model(args.checkpoint)
         entry = {"backend": name, "model": note}
         try:
             started = time.perf_counter()
@@ -769,6 +770,16 @@ def cmd_backends(args) -> dict:
                 ["backend", "median", "p95", "p99", "cpu median", "compile/prepare s"], rows)
     result["backends"] = entries
     return result
+
+
+def _untrained(fps: int):
+    """The default architecture at another pose rate (the per-frame cost the model issue asks for)."""
+    import torch
+
+    from hop.model import Hop, HopConfig
+
+    torch.manual_seed(0)
+    return Hop(HopConfig(fps=fps)).eval(), f"untrained default HopConfig at {fps} fps"
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -831,6 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--lm-bf16", action="store_true")
+    p.add_argument("--fps", type=int, default=None,
+                   help="time an untrained default model at this pose rate instead of a checkpoint")
     return parser
 
 
