@@ -8,7 +8,8 @@
   output is then cut into the same 34-frame windows and scored.
 
     hop-evaluate --checkpoint runs/x/best.pt --data CORPUS --fgd-ae fgd_ae.pt \\
-                 [--protocol standard|streaming|both] [--json out.json] [--gif out.gif]
+                 [--split test] [--protocol standard|streaming|both] [--shuffled-audio]
+                 [--json out.json] [--gif out.gif]
 """
 
 from __future__ import annotations
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hop-evaluate", description="Score a hop-train checkpoint on a corpus.")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--data", required=True, type=Path, help="held-out hop-clips corpus")
+    p.add_argument("--split", default="", help="only clips whose manifest records this split (e.g. test)")
     p.add_argument("--fgd-ae", type=Path, help="autoencoder from hop-train-fgd-ae (FGD and Diversity need it)")
     p.add_argument("--protocol", choices=["standard", "streaming", "both"], default="both")
     p.add_argument("--seed-frames", type=int, default=4)
@@ -230,12 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-clips", type=int, default=0, help="streaming protocol: 0 = every clip")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--lm", help="local folder of the checkpoint's LM if its original path is not on this machine")
     p.add_argument("--shuffled-audio", action="store_true", help="also score the model fed time-shuffled audio")
     p.add_argument("--json", type=Path, help="write the metrics here")
     p.add_argument("--gif", type=Path, help="side-by-side animation of generated vs real motion")
     a = p.parse_args(argv)
     from hop.training.motion_ae import load_motion_ae
+
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
 
     try:
         model, payload = load_checkpoint(a.checkpoint, lm_spec=a.lm)
@@ -244,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = model.to(a.device)
     pieces = WordPieces(load_tokenizer(model.cfg.lm)) if model.lm is not None else None
-    corpus = Corpus(a.data, mel=model.cfg.mel, pieces=pieces)
+    corpus = Corpus(a.data, mel=model.cfg.mel, pieces=pieces, split=a.split)
+    if len(corpus) == 0:
+        print(f"hop-evaluate: no clips in {a.data}" + (f" with split {a.split!r}" if a.split else ""), file=sys.stderr)
+        return 2
     if corpus.skeleton.name != model.cfg.skeleton:
         print(f"hop-evaluate: corpus {a.data} uses skeleton {corpus.skeleton.name!r}, the checkpoint was "
               f"trained for {model.cfg.skeleton!r}", file=sys.stderr)
@@ -269,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 r = evaluate_streaming(model, corpus, extractor, a.window, a.stride, a.max_clips, a.device,
                                        transform, return_motion=not suffix)
-            if not suffix and motion is None:
+            if not suffix and (motion is None or proto == "streaming"):  # prefer a whole streamed clip
                 motion = (proto, r.get("_motion"))
             results[proto + suffix] = {k: v for k, v in r.items() if not k.startswith("_")}
             print(f"{proto + suffix}: {_fmt(r)}")

@@ -90,14 +90,14 @@ def skeleton_gif(path, sequences: list[np.ndarray], titles: list[str], skeleton:
 
     joints = [skeleton.dir_vec_to_joints(np.asarray(s, dtype=np.float64)) for s in sequences]
     n = min(len(j) for j in joints)
-    scale = size / 2.0
+    scale = size * 0.75
     frames = []
     for t in range(n):
         img = Image.new("RGB", (size * len(joints), size + 18), "white")
         draw = ImageDraw.Draw(img)
         for k, (seq, title) in enumerate(zip(joints, titles)):
-            pts = _project(seq[t]) * scale * 0.95
-            ox, oy = k * size + size / 2, size * 0.62 + 18
+            pts = _project(seq[t]) * scale
+            ox, oy = k * size + size / 2, size * 0.72 + 18  # the spine's base; the head is ~0.6 above it
             for parent, child, _ in skeleton.bones:
                 colour = (200, 40, 40) if "left" in skeleton.joint_names[child] else (40, 80, 200)
                 a = (ox + pts[parent, 0], oy + pts[parent, 1])
