@@ -415,6 +415,7 @@ class Trainer:
         fp16 = tc.amp == "fp16"
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=fp16)
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=fp16)
+        autocast_context(device, tc.amp)  # fail now, not at the first step, on a bad amp setting
         self.autocast = lambda: autocast_context(device, tc.amp)
 
         self.epoch, self.batches_done, self.global_step = 0, 0, 0

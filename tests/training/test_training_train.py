@@ -239,3 +239,14 @@ def test_hop_evaluate_cli(corpus, lm, tmp_path):
     with Image.open(gif) as im:
         assert im.n_frames > 30 and im.size[0] > im.size[1]  # two panels side by side
     assert evaluate.main(["--checkpoint", str(tmp_path / "nope.pt"), "--data", str(corpus)]) == 2
+
+
+def test_mixed_precision_needs_cuda_and_script_entry_point_runs(corpus, lm, tmp_path):
+    import subprocess
+    import sys
+
+    with pytest.raises(SystemExit, match="needs CUDA"):
+        train.Trainer(tiny_config(corpus, tmp_path / "amp", train={"amp": "bf16"}), lm=lm)
+    script = Path(train.__file__)
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--resume" in done.stdout
