@@ -250,3 +250,27 @@ def test_mixed_precision_needs_cuda_and_script_entry_point_runs(corpus, lm, tmp_
     script = Path(train.__file__)
     done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--resume" in done.stdout
+
+
+def test_torchrun_two_processes_data_parallel(corpus, tmp_path):
+    """DistributedDataParallel on CPU (gloo): two ranks split each epoch and train in lockstep."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.fail("torchrun is missing from the environment's bin folder")
+    cfg = tmp_path / "ddp.toml"
+    raw = tiny_config(corpus, tmp_path / "ddp").to_dict()
+    raw["model"]["use_reprogramming"] = False  # no LM to load twice
+    raw["train"]["epochs"] = 1
+    raw["eval"]["every_epochs"] = 0
+    cfg.write_text(train.dump_toml(raw))
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(Path(train.__file__)),
+                           "--config", str(cfg)], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "batch 4 x 2" in done.stdout
+    state = read_checkpoint(tmp_path / "ddp" / "last.pt")["trainer"]
+    assert state["epoch"] == 1 and state["global_step"] == 2  # 18 windows / (4 x 2) per step
