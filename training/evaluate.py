@@ -29,14 +29,16 @@ from hop.training.dataset import Corpus, WindowDataset
 
 
 def seed_history(poses: torch.Tensor, before: torch.Tensor, has_before: torch.Tensor, n_seed: int):
-    """Pose history the standard protocol gives: prev_pose[t] = pose t-1 for t <= n_seed (frame -1 if known).
+    """Pose history the standard protocol gives: the first ``n_seed`` poses of the window and nothing else.
 
+    prev_pose[t] = pose t-1 for 1 <= t <= n_seed; frame 0 has no known history (the
+    frame before the window is NOT given, so exactly ``n_seed`` ground-truth poses are
+    seen). ``before``/``has_before`` are accepted for symmetry with teacher_history.
     Returns prev_pose (B, T, D) and prev_known (B, T).
     """
     b, t, d = poses.shape
     prev = torch.zeros_like(poses)
     known = torch.zeros(b, t, device=poses.device)
-    prev[:, 0], known[:, 0] = before, has_before
     s = min(n_seed, t - 1)
     if s > 0:
         prev[:, 1:s + 1] = poses[:, :s]
