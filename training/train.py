@@ -18,8 +18,9 @@ Modes follow ``model.causal``:
   over ``sampling_ramp_epochs``).
 
 The run directory gets train_log.csv, val_log.csv (and TensorBoard events if the
-``tensorboard`` package is installed), last.pt, best.pt, config.toml, losses.png
-and metrics.png. Checkpoints are hop.model checkpoints (self-describing) with the
+``tensorboard`` package is installed), last.pt, best.pt (full, resumable),
+inference.pt (best weights, no optimiser state, reprogramming prototypes baked: what
+hop-live loads), config.toml, losses.png and metrics.png. Checkpoints are hop.model checkpoints (self-describing) with the
 optimiser states added, so ``--resume`` continues exactly where a run stopped.
 """
 
@@ -496,6 +497,19 @@ class Trainer:
                         hop_live_version=_version())
         return path
 
+    def export_inference(self) -> Path:
+        """inference.pt: the best weights (else the last) without optimiser state, prototypes baked (small)."""
+        source = self.out_dir / ("best.pt" if (self.out_dir / "best.pt").exists() else "last.pt")
+        model = self.model
+        if source.exists():
+            model, _ = load_checkpoint(source, lm=self.model.lm, for_training=True)
+        path = self.out_dir / "inference.pt"
+        save_checkpoint(path, model, inference_only=True, train_args=self.cfg.to_dict(),
+                        metrics={k: float(v) for k, v in self.metrics.items()}, skeleton=self.hcfg.skeleton,
+                        fps=self.hcfg.fps, mean_dir_vec=[float(v) for v in model.mean_pose.tolist()],
+                        mode="streaming" if self.streaming else "offline", exported_from=source.name)
+        return path
+
     # -- one step -----------------------------------------------------------------------
 
     def sampling_p(self) -> float:
@@ -694,6 +708,8 @@ class Trainer:
                     log.close()
             if tb:
                 tb.close()
+        if main and not interrupted:
+            self.export_inference()
         if main and lc.plots:
             try:
                 from hop.training.plots import plot_run

@@ -98,8 +98,12 @@ def test_streaming_run_writes_logs_plots_and_self_describing_checkpoints(corpus,
     trainer = train.Trainer(tiny_config(corpus, out), lm=lm)
     metrics = trainer.fit()
     assert trainer.global_step == 2 * trainer.steps_per_epoch
-    for name in ("train_log.csv", "val_log.csv", "last.pt", "best.pt", "config.toml", "losses.png", "metrics.png"):
+    for name in ("train_log.csv", "val_log.csv", "last.pt", "best.pt", "inference.pt", "config.toml", "losses.png",
+                 "metrics.png"):
         assert (out / name).is_file(), name
+    small = read_checkpoint(out / "inference.pt")
+    assert small["inference_only"] and "trainer" not in small and small["exported_from"] == "best.pt"
+    assert (out / "inference.pt").stat().st_size < (out / "last.pt").stat().st_size / 2
     rows = list(csv.DictReader(open(out / "train_log.csv")))
     assert rows and all(float(r["samples_per_s"]) > 0 for r in rows)
     assert float(rows[-1]["loss_gan"]) > 0  # the adversarial term is on after the warm-up epoch
