@@ -150,6 +150,10 @@ class AsrClient:
     def _give_up(self, message: str) -> None:
         self.state = AsrState.UNAVAILABLE
         self.message = message
+        if self._audio is not None:
+            # Nobody will read what is queued: without this, the queue's feeder thread blocks
+            # on the full pipe and the interpreter hangs at exit after the worker died.
+            self._audio.cancel_join_thread()
         self._audio = None
 
     def publish(self, status: EngineStatus) -> None:
