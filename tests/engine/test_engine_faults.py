@@ -454,3 +454,41 @@ def test_an_output_that_raises_does_not_stop_the_engine_or_the_other_outputs(mod
     assert len(exploding.frames) == expected - expected // 10
     recent = engine.status.snapshot()["recent_errors"]
     assert any("ExplodingSink.send failed" in e and "boom" in e for e in recent)
+
+
+_ASR_DIES_THEN_EXIT = r"""
+import os, time
+import numpy as np
+from hop.engine.asr import AsrClient, AsrOptions
+from hop.engine.status import AsrState
+if __name__ == "__main__":
+    client = AsrClient(AsrOptions())
+    client.start()
+    deadline = time.time() + 60
+    while client.state != AsrState.RUNNING:
+        client.poll()
+        time.sleep(0.05)
+        assert time.time() < deadline, "the ASR worker did not start"
+    os.kill(client.pid, 9)
+    time.sleep(0.2)
+    for _ in range(40):  # 20 s of audio, more than the pipe holds, queued before the death is noticed
+        client.feed(np.zeros(8000, np.float32))
+    time.sleep(0.5)
+    client.poll()
+    assert client.state == AsrState.UNAVAILABLE, client.state
+    client.stop()
+"""
+
+
+def test_process_exits_promptly_after_the_asr_worker_died(tmp_path):
+    """Before the fix in AsrClient._give_up, the audio queue's feeder thread stayed blocked on
+    the full pipe to the dead worker and the interpreter (hop-live) hung at exit."""
+    script = tmp_path / "asr_dies.py"
+    script.write_text(_ASR_DIES_THEN_EXIT)
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=45)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process hung at exit after its ASR worker died")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert time.monotonic() - started < 45
