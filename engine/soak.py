@@ -522,9 +522,13 @@ def judge(report: dict, ctx: dict, args) -> None:
         emitted = b.frames_emitted - a.frames_emitted
         expected = (b.at - a.at) * rate
         error = (emitted - expected) / expected
+        skipped = b.frames_skipped - a.frames_skipped
         goals["frames_vs_expected"] = {"from_s": round(a.at - t0, 2), "to_s": round(b.at - t0, 2),
                                        "emitted": emitted, "expected": round(expected, 1),
-                                       "skipped_model_frames": b.frames_skipped - a.frames_skipped,
+                                       "skipped_model_frames": skipped,
+                                       # sends a counted skip explains; the rest went missing unexplained
+                                       "sends_lost_to_counted_skips": skipped * ctx["sends_per_frame"],
+                                       "unaccounted": round(expected - emitted - skipped * ctx["sends_per_frame"], 1),
                                        "error": round(error, 6), "limit": 0.001, "pass": abs(error) <= 0.001}
     else:
         goals["frames_vs_expected"] = {"pass": False, "why": "fewer than two samples after warm-up"}
