@@ -17,8 +17,7 @@ frame reaches the sinks.
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import collections
 import queue
 import threading
 import time
@@ -95,10 +94,9 @@ class Engine:
         self.send_clock = SendClock(self.pose_fps, options.send_rate)
         self._pieces = WordPieces(tokenizer) if tokenizer is not None else None
         self._read_pos = 0  # next ring sample the model has not consumed
-        # heap of (due time, tie-break, frame, fresh); fresh = the first send of a model frame
-        # with new audio, the one whose latency is measured
-        self._sends: list[tuple[float, int, PoseFrame, bool]] = []
-        self._tie = itertools.count()
+        # Sends waiting for their time, in due order: (due, pose, capture time, speaking, fresh);
+        # fresh = the first send of a model frame with new audio, the one whose latency is measured.
+        self._sends: collections.deque[tuple[float, np.ndarray, float, bool, bool]] = collections.deque()
         self._send_index = 0
         self._stop = threading.Event()
         self._controls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -247,12 +245,13 @@ class Engine:
 
     def _schedule(self, pose: np.ndarray, capture_time: float | None, speaking: bool) -> None:
         due = time.perf_counter() + self.options.audio_delay_s
+        # Extrapolations of the previous frame not yet sent are superseded by this frame.
+        while self._sends and self._sends[-1][0] >= due and not self._sends[-1][4]:
+            self._sends.pop()
         for k, send in enumerate(self.send_clock.expand(pose)):
-            frame = PoseFrame(index=self._send_index, capture_time=capture_time if capture_time is not None else due,
-                              dir_vec=send, speaking=speaking, stream=self.options.stream, skeleton=self.skeleton)
-            self._send_index += 1
             when = due + k * self.send_clock.interval_s if self.options.realtime else due
-            heapq.heappush(self._sends, (when, next(self._tie), frame, k == 0 and capture_time is not None))
+            fresh = k == 0 and capture_time is not None
+            self._sends.append((when, send, capture_time if capture_time is not None else when, speaking, fresh))
 
     def _flush_due_sends(self, everything: bool = False) -> None:
         """Send what is due; ``everything``: the rest too (in real time, each at its due time)."""
@@ -260,7 +259,10 @@ class Engine:
         while self._sends and (everything or self._sends[0][0] <= now):
             if everything and self.options.realtime:
                 time.sleep(max(0.0, self._sends[0][0] - time.perf_counter()))
-            _, _, frame, fresh = heapq.heappop(self._sends)
+            _, pose, capture_time, speaking, fresh = self._sends.popleft()
+            frame = PoseFrame(index=self._send_index, capture_time=capture_time, dir_vec=pose, speaking=speaking,
+                              stream=self.options.stream, skeleton=self.skeleton)
+            self._send_index += 1
             for sink in self.sinks:
                 try:
                     sink.send(frame)
