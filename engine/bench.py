@@ -469,7 +469,7 @@ def cmd_latency(args) -> dict:
     reason = available()
     if reason:
         raise SystemExit(f"hop-bench latency: no virtual microphone: {reason}")
-    model, note = load_streaming_model(args.checkpoint)
+    model, note = model_for(args)
     speech, origin = load_speech(args.seconds, args.speech_dir)
     asr_modes = {"off": [False], "on": [True], "both": [False, True]}[args.asr]
     default_threads = torch.get_num_threads()
@@ -533,7 +533,7 @@ def cmd_windowed(args) -> dict:
 
     torch.set_num_threads(args.threads)
     audio, origin = load_speech(args.seconds, args.speech_dir)
-    model, note = load_streaming_model(args.checkpoint)
+    model, note = model_for(args)
     fps = model.cfg.fps
     stepper = StreamingStepper(model, audio)
     for _ in range(args.warmup):
@@ -642,7 +642,7 @@ def cmd_streams(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    model, note = load_streaming_model(args.checkpoint)
+    model, note = model_for(args)
     period_ms = 1000.0 / model.cfg.fps
     budget_ms = args.headroom * period_ms
     speech, origin = load_speech(args.seconds, args.speech_dir)
@@ -745,7 +745,7 @@ def cmd_backends(args) -> dict:
     rows, entries = [], []
     for name in names:
         # fresh weights per backend: nothing carries over
-        model, note = _untrained(args.fps) if args.fps else load_streaming_model(args.checkpoint)
+        model, note = model_for(args)
         entry = {"backend": name, "model": note}
         try:
             started = time.perf_counter()
@@ -770,6 +770,11 @@ def cmd_backends(args) -> dict:
                 ["backend", "median", "p95", "p99", "cpu median", "compile/prepare s"], rows)
     result["backends"] = entries
     return result
+
+
+def model_for(args):
+    """--fps N: the untrained default architecture at N fps; else --checkpoint or hop-live's default."""
+    return _untrained(args.fps) if args.fps else load_streaming_model(args.checkpoint)
 
 
 def _untrained(fps: int):
@@ -805,6 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="causal checkpoint (default: hop-live's default, else an untrained model)")
         p.add_argument("--speech-dir", type=Path, default=None, help=f"folder of wavs (default {SPEECH_DIR})")
         p.add_argument("--seconds", type=float, default=seconds, help="seconds of speech")
+        p.add_argument("--fps", type=int, default=None,
+                       help="time an untrained default model at this pose rate instead of a checkpoint")
 
     p = sub.add_parser("latency", help="mic-to-wire latency through the virtual microphone")
     common(p, 30.0)
@@ -842,8 +849,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--lm-bf16", action="store_true")
-    p.add_argument("--fps", type=int, default=None,
-                   help="time an untrained default model at this pose rate instead of a checkpoint")
     return parser
 
 
