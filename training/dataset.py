@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from hop.model.frontend import MelOptions, log_mel
 from hop.model.skeleton import get_skeleton
 from hop.training.data.clips import read_clip, read_manifest
-from hop.training.data.text import WordPieces, align_tokens
+from hop.model.text import WordPieces, align_tokens
 from hop.training.data.windows import rejection_reason, words_in_range
 
 

@@ -219,7 +219,7 @@ def _fmt(metrics: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from hop.model import CheckpointError, load_tokenizer
-    from hop.training.data.text import WordPieces
+    from hop.model.text import WordPieces
 
     p = argparse.ArgumentParser(prog="hop-evaluate", description="Score a hop-train checkpoint on a corpus.")
     p.add_argument("--checkpoint", required=True, type=Path)

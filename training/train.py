@@ -363,7 +363,7 @@ class Trainer:
         # --- data ---
         pieces = None
         if self.model.lm is not None:
-            from hop.training.data.text import WordPieces
+            from hop.model.text import WordPieces
 
             pieces = WordPieces(load_tokenizer(self.hcfg.lm))
         pad = self.model.lm.info.pad_token_id if self.model.lm is not None else 0
