@@ -1,7 +1,9 @@
 """A virtual microphone that PortAudio sees as a real input device.
 
 A private PulseAudio daemon (its own HOME and XDG_RUNTIME_DIR under ``root``)
-with a pipe source ``vmic``. A feeder process (hop.engine.virtual_mic_feeder)
+with a pipe source ``vmic`` and no other source or sink: a real daemon would move
+a stream whose microphone vanished to another source (a sink's monitor), and then
+the loss could not be provoked. A feeder process (hop.engine.virtual_mic_feeder)
 writes 16-bit PCM into the source's FIFO at real-time pace: the audio fed to it,
 silence otherwise, as a real microphone never stops delivering. Point PortAudio
 at it by exporting ``env()`` and calling hop.engine.capture.rescan_devices();
@@ -62,8 +64,7 @@ class VirtualMic:
         with open(self.root / "pulseaudio.log", "wb") as log:
             self.daemon = subprocess.Popen(
                 ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1",
-                 "-L", "module-native-protocol-unix",
-                 "-L", "module-null-sink sink_name=vsink rate=16000 channels=1 format=s16le"],
+                 "-L", "module-native-protocol-unix"],
                 env=env, stdout=subprocess.DEVNULL, stderr=log,
             )
         deadline = time.monotonic() + 20
