@@ -123,7 +123,7 @@ def test_unusable_inputs_and_outputs_exit_with_a_message_naming_the_fix(tmp_path
     """The file faults (truncated, empty, ...) are checked in depth by test_engine_faults.py::
     test_bad_wav_files_are_refused_with_the_fix; here one of them shows the CLI's end of it."""
     good = write_pcm_wav(tmp_path / "good.wav", 1.0)
-    mp3 = tmp_path / "song.wav"  # ID3 tag + MPEG-1 Layer III frame headers (no encoder here; see FAULTS.md)
+    mp3 = tmp_path / "song.wav"  # ID3 tag + MPEG-1 Layer III frame headers (no encoder here; see the README fault table)
     mp3.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + (b"\xff\xfb\x90\x64" + bytes(413)) * 10)
     busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     busy.bind(("127.0.0.1", 0))

@@ -1,7 +1,7 @@
 """The CI-sized soak: `hop-soak` for one minute, the real engine end to end (virtual mic through
 PortAudio, speech with silences, ASR on, OSC + WebSocket + BVH), and its JSON report checked.
 
-The full 60-minute run is not a test; its report is under results/ (see docs/FAULTS.md).
+The full 60-minute run is not a test; its report is under results/ (see the README, "Faults and reliability").
 """
 
 from __future__ import annotations
