@@ -1,4 +1,4 @@
-"""The CI-sized soak: `hop-soak` for one minute, the real engine end to end (virtual mic through
+"""The CI-sized soak: `hop-soak` for three minutes, the real engine end to end (virtual mic through
 PortAudio, speech with silences, ASR on, OSC + WebSocket + BVH), and its JSON report checked.
 
 The full 60-minute run is not a test; its report is under results/ (see the README, "Faults and reliability").
@@ -25,20 +25,20 @@ def test_short_soak_meets_the_goals(tmp_path):
     out = tmp_path / "soak.json"
     bvh = tmp_path / "soak.bvh"
     command = [str(HOP_SOAK)] if HOP_SOAK.exists() else [sys.executable, "-m", "hop.engine.soak"]
-    done = subprocess.run(command + ["--minutes", "1", "--warmup-minutes", "0.25", "--interval-s", "7.5",
+    done = subprocess.run(command + ["--minutes", "3", "--warmup-minutes", "0.5", "--interval-s", "15",
                                      "--out", str(out), "--bvh", str(bvh), "--quiet"],
-                          capture_output=True, text=True, timeout=170)
+                          capture_output=True, text=True, timeout=330)
     assert out.exists(), f"no report (exit {done.returncode}):\n{done.stderr[-3000:]}"
     report = json.loads(out.read_text())
     goals = report["goals"]
     # The report has what the issue asks for.
-    assert len(report["timeline"]) == 8
+    assert len(report["timeline"]) == 12
     for entry in report["timeline"]:
         assert {"sends", "skipped", "latency_ms", "rss_mb", "ring_overruns", "input_overflows",
                 "loadavg"} <= set(entry)
         assert entry["source"] == "live"
     assert set(goals) == {"zero_exceptions", "rss_growth_after_warmup", "p99_drift", "frames_vs_expected"}
-    assert report["speech_fed_s"] > 20 and report["silence_fed_s"] > 5, "speech with silences was not fed"
+    assert report["speech_fed_s"] > 60 and report["silence_fed_s"] > 15, "speech with silences was not fed"
     # It really ran end to end: ASR loaded and heard words, both receivers got the stream.
     assert report["final_status"]["asr"]["state"] == "running" and report["final_status"]["asr"]["words"] > 0
     osc_received = int(report["receivers"]["osc_receiver"].split()[0])
