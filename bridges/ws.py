@@ -55,6 +55,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from hop.bridges.control import INTENSITY_RANGE, STYLE_NAME, Control, ControlError, RateLimit, check_fields
 from hop.bridges.frame import PoseFrame
 from hop.bridges import retarget
 from hop.model.skeleton import Skeleton, get_skeleton
@@ -76,8 +77,6 @@ BINARY_VERSION = 1
 # Hard cap on any inbound message; larger ones close the connection (1009).
 # Messages between the control limit and this cap get an error reply instead.
 INBOUND_HARD_LIMIT = 64 * 1024
-STYLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
-INTENSITY_RANGE = (0.0, 2.0)
 REPLY_QUEUE = 16  # error/ack replies waiting for a slow client; more are dropped
 WRITE_LIMIT = 16 * 1024  # bytes websockets buffers above the kernel before send() waits
 MAX_PENDING_FRAMES = 64  # frames waiting for the server thread; more are dropped in send()
@@ -154,22 +153,6 @@ def is_loopback(host: str) -> bool:
 # ---------------------------------------------------------------------------
 # Control messages: strict schema, parsed without side effects.
 
-@dataclass(frozen=True)
-class Control:
-    """One validated control message; fields left None were not in the message."""
-    style: str | None = None
-    intensity: float | None = None
-    mute: bool | None = None
-
-
-class ControlError(ValueError):
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
-
-
-CONTROL_FIELDS = ("style", "intensity", "mute")
 CONTROL_EXAMPLE = '{"type": "control", "intensity": 0.8}'
 
 
@@ -187,31 +170,7 @@ def parse_control(text: str, styles: tuple[str, ...] = ()) -> Control:
         raise ControlError("bad_schema", f"expected a JSON object such as {CONTROL_EXAMPLE}")
     if message.get("type") != "control":
         raise ControlError("bad_schema", 'the "type" field must be "control"')
-    unknown = sorted(set(message) - {"type", *CONTROL_FIELDS})
-    if unknown:
-        raise ControlError("bad_schema", f"unknown field(s) {unknown}; allowed: {list(CONTROL_FIELDS)}")
-    if not any(name in message for name in CONTROL_FIELDS):
-        raise ControlError("bad_schema", f"give at least one of {list(CONTROL_FIELDS)}")
-
-    style = message.get("style")
-    if style is not None or "style" in message:
-        if not isinstance(style, str) or not STYLE_NAME.fullmatch(style):
-            raise ControlError("bad_value", f'"style" must be a name matching {STYLE_NAME.pattern}')
-        if styles and style not in styles:
-            raise ControlError("bad_value", f'unknown style {style!r}; choose one of {list(styles)}')
-    intensity = message.get("intensity")
-    if intensity is not None or "intensity" in message:
-        # bool is an int in Python; true/false is not an intensity. Compare before
-        # converting: a 400-digit integer is valid JSON but overflows a float.
-        if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) \
-                or not INTENSITY_RANGE[0] <= intensity <= INTENSITY_RANGE[1] or math.isnan(intensity):
-            raise ControlError("bad_value", f'"intensity" must be a number in {list(INTENSITY_RANGE)}')
-        intensity = float(intensity)
-    mute = message.get("mute")
-    if mute is not None or "mute" in message:
-        if not isinstance(mute, bool):
-            raise ControlError("bad_value", '"mute" must be true or false')
-    return Control(style=style, intensity=intensity, mute=mute)
+    return check_fields({k: v for k, v in message.items() if k != "type"}, styles)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -223,24 +182,6 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
 
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
-
-
-class _RateLimit:
-    """Token bucket: `rate` messages a second sustained, bursts of up to `rate`."""
-
-    def __init__(self, rate: float):
-        self.rate = rate
-        self.tokens = rate
-        self.last = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 # ---------------------------------------------------------------------------
@@ -435,7 +376,7 @@ class _Client:
     connection: ServerConnection
     wire_format: str
     frames: deque
-    limiter: _RateLimit
+    limiter: RateLimit
     replies: deque = field(default_factory=lambda: deque(maxlen=REPLY_QUEUE))
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task | None = None
@@ -656,7 +597,7 @@ class WebSocketSink:
         query = connection.request.path.partition("?")[2]  # type: ignore[union-attr]
         wire_format = parse_qs(query).get("format", ["binary"])[0]
         client = _Client(connection, wire_format, deque(maxlen=self.options.client_queue_frames),
-                         _RateLimit(self.options.control_rate_hz))
+                         RateLimit(self.options.control_rate_hz))
         client.replies.append(hello_message(self._skeleton, wire_format, self.options))
         client.wakeup.set()
         self._clients.add(client)
