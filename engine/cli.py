@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--ws-allow-remote", action="store_true", help="allow binding --ws to a non-loopback address")
     out.add_argument("--ws-token", help="token WebSocket clients must send (required with --ws-allow-remote)")
     out.add_argument("--bvh", type=Path, metavar="FILE", help="record a BVH file")
+    out.add_argument("--osc-control", nargs="?", const="", metavar="[HOST:]PORT",
+                     help="OSC control input /hop/control/intensity|mute|style (loopback; profile port 9001)")
 
     model = p.add_argument_group("model")
     model.add_argument("--checkpoint", type=Path, help="a checkpoint from hop-train (default: the built-in one)")
@@ -150,6 +152,7 @@ def options_from_args(args) -> SessionOptions:
         vmc_rig=ports.vmc_rig,
         ws_allow_remote=args.ws_allow_remote,
         ws_token=args.ws_token or os.environ.get("HOP_LIVE_WS_TOKEN"),
+        osc_control=_osc_control_address(args.osc_control, ports.osc_control_port),
         style=args.style,
         audio_delay_s=args.audio_delay,
         stats_line=args.stats or args.demo,
@@ -157,6 +160,14 @@ def options_from_args(args) -> SessionOptions:
         duration_s=args.duration,
         report_dir=out_dir,
     )
+
+
+def _osc_control_address(spec: str | None, default_port: int) -> tuple[str, int] | None:
+    if spec is None:
+        return None
+    if not spec:
+        return "127.0.0.1", default_port
+    return ("127.0.0.1", int(spec)) if spec.isdigit() else parse_host_port(spec, default_port)
 
 
 if __name__ == "__main__":

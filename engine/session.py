@@ -59,6 +59,7 @@ class SessionOptions:
     vmc_rig: str = "unity_humanoid"
     ws_allow_remote: bool = False
     ws_token: str | None = None
+    osc_control: tuple[str, int] | None = None  # (host, port) of the OSC control input; loopback only
     style: str = "neutral"
     audio_delay_s: float = 0.0
     stats_line: bool = False
@@ -166,8 +167,24 @@ def open_sinks(options: SessionOptions, skeleton: str, wire_rate: float, engine_
     return sinks
 
 
+def _open_osc_control(options: SessionOptions, engine_ref: list, status: EngineStatus, sinks, asr):
+    if options.osc_control is None:
+        return None
+    from hop.bridges.osc_control import OscControlOptions, OscControlServer
+    host, port = options.osc_control
+    try:
+        server = OscControlServer(OscControlOptions(host=host, port=port),
+                                  lambda control: _on_control(engine_ref, control))
+    except (OSError, ValueError) as error:
+        _close(sinks, asr)
+        raise SessionError(f"cannot open OSC control input: {error}") from None
+    status.control_inputs["osc"] = server.stats
+    print(f"hop-live: OSC control on {host}:{server.port} (/hop/control/intensity|mute|style)", file=sys.stderr)
+    return server
+
+
 def _on_control(engine_ref: list, control) -> None:
-    """A validated WebSocket control message (runs on the server thread)."""
+    """A validated control message from the WebSocket or OSC input (runs on that input's thread)."""
     if not engine_ref:
         return
     engine: Engine = engine_ref[0]
@@ -242,6 +259,7 @@ def run_session(options: SessionOptions, stop: threading.Event | None = None) ->
         _close(sinks, asr)
         raise SessionError(str(error)) from None
     engine_ref.append(engine)
+    controls = _open_osc_control(options, engine_ref, status, sinks, asr)
     if recorder is not None:
         engine.latency_trace = recorder.latencies
 
@@ -256,6 +274,8 @@ def run_session(options: SessionOptions, stop: threading.Event | None = None) ->
     finally:
         stop.set()
         watcher.join(timeout=2)
+        if controls is not None:
+            controls.close()
         _close(sinks, asr)
     if error is not None:
         raise SessionError(str(error)) from error
@@ -268,7 +288,7 @@ def run_session(options: SessionOptions, stop: threading.Event | None = None) ->
             "model_ms_per_frame": round(1000 * engine.model_seconds / max(engine.model_frames, 1), 3),
             **{k: v for k, v in status.snapshot().items() if k in (
                 "frames_emitted", "frames_skipped", "frames_dropped", "latency_ms", "ring_overruns",
-                "input_overflows", "sanitizer", "asr", "recent_errors")},
+                "input_overflows", "sanitizer", "asr", "recent_errors", "control_inputs")},
             "outputs": {f"{type(s).__name__}[{i}]": _safe_stats(s) for i, s in enumerate(sinks)},
         },
     }

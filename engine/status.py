@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,8 @@ class EngineStatus:
         self.asr_words = 0
         self.sanitizer: dict = {}
         self.errors: deque[str] = deque(maxlen=20)
+        # Control inputs (OSC) report their own figures; name -> a function returning them.
+        self.control_inputs: dict[str, Callable[[], dict]] = {}
 
     # -- recording (called from the engine's threads) ------------------------
     def record_frame(self, latency_s: float, emitted_at: float | None = None) -> None:
@@ -127,6 +130,7 @@ class EngineStatus:
             },
             "sanitizer": dict(self.sanitizer),
             "recent_errors": list(self.errors),
+            "control_inputs": {name: figures() for name, figures in self.control_inputs.items()},
         }
 
     def status_line(self) -> str:

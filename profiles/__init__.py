@@ -55,6 +55,7 @@ class OutputSettings:
     osc_port: int = 9000
     vmc_port: int = 39539
     ws_port: int = 8765
+    osc_control_port: int = 9001  # --osc-control without a port
     vmc_rig: str = "unity_humanoid"
 
 
@@ -83,6 +84,7 @@ _RANGES = {
     "outputs.osc_port": (1, 65535),
     "outputs.vmc_port": (1, 65535),
     "outputs.ws_port": (0, 65535),
+    "outputs.osc_control_port": (0, 65535),
 }
 _CHOICES = {"engine.backend": ("eager", "compile", "tensorrt"), "engine.device": ("cpu", "cuda")}
 

@@ -2,6 +2,7 @@
 Also: --audio-delay holds poses back by the asked amount."""
 
 import json
+import socket
 import threading
 import time
 import wave
@@ -85,3 +86,33 @@ def test_audio_delay_holds_poses_back(model, tmp_path):
     assert len(latency_ms) > 20
     assert latency_ms.min() >= 250  # never early
     assert np.median(latency_ms) < 250 + 60  # and not much later than asked
+
+
+def test_osc_controls_reach_a_running_session(tmp_path):
+    """hop-live's session with --osc-control: datagrams from another socket mute the avatar."""
+    from hop.bridges.osc import osc_message
+    from hop.engine.session import OutputSpec, SessionOptions, run_session
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    options = SessionOptions(input=_wav(tmp_path / "a.wav", 5.0), outputs=(OutputSpec("bvh", path=tmp_path / "a.bvh"),),
+                             osc_control=("127.0.0.1", port), stats_json=tmp_path / "stats.json")
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(run_session(options)))
+    runner.start()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        while runner.is_alive():
+            sender.sendto(osc_message("/hop/control/mute", "T", [True]).dgram, ("127.0.0.1", port))
+            sender.sendto(osc_message("/hop/control/mute", "s", ["yes"]).dgram, ("127.0.0.1", port))
+            time.sleep(0.25)
+    finally:
+        sender.close()
+        runner.join(30)
+    figures = result["summary"]["control_inputs"]["osc"]
+    assert figures["accepted"] >= 3 and figures["rejected"] >= 3, figures
+    assert figures["rejected_by_reason"] == {"bad_value": figures["rejected"]}
+    # --stats-json carries the same figures
+    assert "osc" in json.loads((tmp_path / "stats.json").read_text())["control_inputs"]
