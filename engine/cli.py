@@ -4,6 +4,7 @@
     hop-live --input talk.wav --vmc 127.0.0.1 --ws 8765 --stats
     hop-live --input talk.wav --fast --bvh talk.bvh          # offline conversion
     hop-live --demo                                           # built-in sample, no mic needed
+    hop-live --demo --mic default                             # the same outputs, live from the microphone
 
 Ctrl-C, SIGTERM and SIGHUP stop cleanly: outputs are closed, a BVH is finished.
 """
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--mic", metavar="NAME|INDEX", help="capture from a microphone ('default' = the system's)")
     src.add_argument("--input", metavar="FILE", type=Path, help="play a WAV file at real-time pace, exit at its end")
     src.add_argument("--demo", action="store_true",
-                     help="built-in speech sample to local OSC/WebSocket; writes BVH, GIF and latency plot to --out")
+                     help="local OSC/WebSocket, BVH, GIF and latency plot in --out; input: the built-in speech "
+                          "sample unless --mic or --input is given")
     src.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     p.add_argument("--fast", action="store_true", help="with --input: as fast as possible (offline conversion)")
     p.add_argument("--loop", action="store_true", help="with --input: start over at the end (until stopped)")
@@ -104,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def options_from_args(args) -> SessionOptions:
     profile = load_profile(args.profile)
-    sources = [name for name, given in (("--mic", args.mic), ("--input", args.input), ("--demo", args.demo)) if given]
+    # --demo picks the outputs (local OSC + WebSocket, BVH, GIF, latency plot) and, when no
+    # --mic or --input is given, the built-in speech sample as the input.
+    sources = [name for name, given in (("--mic", args.mic), ("--input", args.input)) if given]
     if len(sources) > 1:
         raise SessionError(f"choose one input, not {' and '.join(sources)}")
-    if (args.fast or args.loop) and not (args.input or args.demo):
+    demo_sample = args.demo and not sources
+    if (args.fast or args.loop) and not (args.input or demo_sample):
         raise SessionError("--fast and --loop apply to --input files")
     engine = profile.engine
     if args.device:
@@ -141,7 +146,7 @@ def options_from_args(args) -> SessionOptions:
 
     return SessionOptions(
         mic=args.mic if args.mic is not None else None,
-        input=DEMO_SPEECH if args.demo else args.input,
+        input=DEMO_SPEECH if demo_sample else args.input,
         realtime=not args.fast,
         loop=args.loop,
         samplerate=args.samplerate,

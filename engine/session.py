@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,7 +248,7 @@ def run_session(options: SessionOptions, stop: threading.Event | None = None) ->
     pose_fps = model.cfg.fps
     wire_rate = pose_fps * sends_per_frame(pose_fps, settings.send_rate)
     sinks = open_sinks(options, model.cfg.skeleton, wire_rate, engine_ref)
-    recorder = _FrameRecorder() if options.report_dir is not None else None
+    recorder = _FrameRecorder(wire_rate) if options.report_dir is not None else None
     runtime = RuntimeOptions(
         send_rate=settings.send_rate, max_frames_per_step=settings.max_frames_per_step,
         skip_backlog_frames=settings.skip_backlog_frames, audio_delay_s=options.audio_delay_s,
@@ -296,7 +297,7 @@ def run_session(options: SessionOptions, stop: threading.Event | None = None) ->
         _write_json(options.stats_json, report["summary"])
     if recorder is not None and options.report_dir is not None:
         from hop.engine.report import write_run_report
-        report["summary"]["files"] = write_run_report(options.report_dir, recorder.frames, recorder.latencies,
+        report["summary"]["files"] = write_run_report(options.report_dir, recorder.frames, list(recorder.latencies),
                                                       model.cfg.skeleton)
     return report
 
@@ -375,17 +376,25 @@ def _close(sinks, asr) -> None:
 
 
 class _FrameRecorder:
-    """A sink that keeps the run's frames in memory for the demo report."""
+    """A sink that keeps what the demo report needs, bounded for live sessions of any length:
+    the frames of the first GIF_SECONDS (the GIF shows those) and the newest latencies. Frames
+    are timed by their index at the wire rate, so --fast runs animate at the speed of speech."""
 
-    def __init__(self):
-        self.frames: list[tuple[float, np.ndarray, bool]] = []  # (sent at, dir_vec, speaking)
-        self.latencies: list[tuple[float, float]] = []  # filled by the engine: (sent at, latency s)
+    GIF_SECONDS = 30.0
+    LATENCIES = 60 * 60 * 60  # an hour at 60 sends a second
+
+    def __init__(self, wire_rate: float):
+        self.wire_rate = wire_rate
+        self.frames: list[tuple[float, np.ndarray, bool]] = []  # (media time s, dir_vec, speaking)
+        self.latencies: deque[tuple[float, float]] = deque(maxlen=self.LATENCIES)  # engine appends (sent at, s)
 
     def send(self, frame) -> None:
-        self.frames.append((time.perf_counter(), frame.dir_vec, frame.speaking))
+        media_time = frame.index / self.wire_rate
+        if media_time <= self.GIF_SECONDS:
+            self.frames.append((media_time, frame.dir_vec, frame.speaking))
 
     def close(self) -> None:
         pass
 
     def stats(self) -> dict:
-        return {"sent": len(self.frames), "dropped": 0, "errors": 0, "last_error": ""}
+        return {"kept": len(self.frames), "dropped": 0, "errors": 0, "last_error": ""}
