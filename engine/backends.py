@@ -34,7 +34,7 @@ class BackendOptions:
     name: str = "eager"
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
-    lm_bf16: bool = False  # run the frozen LM in bfloat16 (CPU with AVX512-BF16 / AMX, or CUDA)
+    lm_weights: str = "fp32"  # the frozen LM's weights: fp32 | bf16 | int8 (see set_lm_weights)
 
 
 def check_device(device: str) -> torch.device:
@@ -55,14 +55,35 @@ def prepare(model: Hop, options: BackendOptions, batch: int = 1):
     if options.threads:
         torch.set_num_threads(options.threads)
     model.to(device).eval()
-    if options.lm_bf16 and model.lm is not None:
-        model.lm.to(torch.bfloat16)
+    if options.lm_weights == "int8" and (options.name != "eager" or device.type != "cpu"):
+        raise BackendError("int8 LM weights run with --backend eager on the CPU only; use lm_weights = "
+                           "\"bf16\" or \"fp32\" with compile, tensorrt or CUDA")
+    set_lm_weights(model, options.lm_weights)
     if options.name == "eager":
         return None
     if options.name == "compile":
         compiled = [torch.compile(v, dynamic=False) for v in step_variants(model, frames=1)]
         return _frame_by_frame(compiled)
     return _frame_by_frame(_tensorrt_variants(model, device, batch))
+
+
+def set_lm_weights(model: Hop, weights: str) -> None:
+    """fp32 as loaded; bf16 halves the bytes each LM step reads; int8 quarters them
+    (FrozenLM.quantize_int8). Only the frozen LM changes: the trained parts stay fp32.
+    int8 keeps the fp32 weights beside its packed copy; bf16 replaces them, so going from
+    bf16 to anything else carries bf16's rounding (reload the model for exact fp32)."""
+    if weights not in ("fp32", "bf16", "int8"):
+        raise BackendError(f"unknown LM weight format {weights!r}; choose fp32, bf16 or int8")
+    if model.lm is None:
+        return
+    model.lm.to(torch.float32)  # from any earlier choice back to the loaded weights
+    if weights == "bf16":
+        model.lm.to(torch.bfloat16)
+    elif weights == "int8":
+        try:
+            model.lm.quantize_int8()
+        except ValueError as error:
+            raise BackendError(str(error)) from None
 
 
 def _frame_by_frame(variants):

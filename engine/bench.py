@@ -641,6 +641,8 @@ def _time_steps(stepper, frames: int, warmup: int) -> tuple[list[float], list[fl
 def cmd_streams(args) -> dict:
     import torch
 
+    from hop.engine.backends import set_lm_weights
+
     torch.set_num_threads(args.threads)
     model, note = model_for(args)
     period_ms = 1000.0 / model.cfg.fps
@@ -650,15 +652,12 @@ def cmd_streams(args) -> dict:
     # each stream hears the speech from its own offset, so no two streams are identical
     shift = len(speech) // max(max_n, 1)
     audio = np.stack([np.roll(speech, i * shift) for i in range(max_n)])
-    precisions = ["fp32", "bf16-lm"] if args.lm_bf16 == "both" else [
-        "bf16-lm" if args.lm_bf16 == "on" else "fp32"]
     runs = []
     best: dict[str, int] = {}
-    for precision in precisions:
-        if precision == "bf16-lm":
-            if model.lm is None:
-                continue
-            model.lm.to(torch.bfloat16)  # as BackendOptions(lm_bf16=True) does
+    for precision in args.lm_weights:
+        if precision != "fp32" and model.lm is None:
+            continue
+        set_lm_weights(model, precision)
         for mode, sizes in (("batched", args.batched_sizes), ("loop", args.loop_sizes)):
             failures = 0
             for n in sizes:
@@ -695,7 +694,7 @@ def cmd_streams(args) -> dict:
                  "cpu p99", "by cpu"],
                 rows)
     summary = {}
-    for precision in precisions:
+    for precision in dict.fromkeys(r["precision"] for r in runs):
         batched, loop = best.get(f"batched/{precision}", 0), best.get(f"loop/{precision}", 0)
         batched_cpu, loop_cpu = best.get(f"batched/{precision}/cpu", 0), best.get(f"loop/{precision}/cpu", 0)
         summary[precision] = {"max_streams_batched": batched, "max_streams_loop": loop,
@@ -749,7 +748,7 @@ def cmd_backends(args) -> dict:
         entry = {"backend": name, "model": note}
         try:
             started = time.perf_counter()
-            step = prepare(model, BackendOptions(name, args.device, args.threads, args.lm_bf16))
+            step = prepare(model, BackendOptions(name, args.device, args.threads, args.lm_weights))
             stepper = StreamingStepper(model, speech, step=step)
             # the compiled backends build one graph per LM phase on first use
             first = [_time_steps(stepper, 1, 0)[0][0] for _ in range(model.cfg.lm_stride)]
@@ -758,7 +757,7 @@ def cmd_backends(args) -> dict:
             times, cpu_times = _time_steps(stepper, args.frames, args.warmup)
             entry["step_ms"] = percentiles_ms(times)
             entry["step_cpu_ms"] = percentiles_ms(cpu_times)
-            entry["lm_bf16"] = args.lm_bf16
+            entry["lm_weights"] = args.lm_weights
             rows.append([name, entry["step_ms"]["median"], entry["step_ms"]["p95"], entry["step_ms"]["p99"],
                          entry["step_cpu_ms"]["median"], entry["prepare_and_first_frames_s"]])
         except BackendError as error:
@@ -788,6 +787,12 @@ def _untrained(fps: int):
 
 
 # -- command line -----------------------------------------------------------------------------
+
+def _weights_list(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values or not set(values) <= {"fp32", "bf16", "int8"}:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of fp32,bf16,int8, got {text!r}")
+    return values
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -838,7 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--headroom", type=float, default=0.8, help="p99 budget as a fraction of the frame period")
     p.add_argument("--stop-after", type=int, default=2, help="stop a mode after this many sizes in a row fail")
-    p.add_argument("--lm-bf16", choices=["off", "on", "both"], default="both")
+    p.add_argument("--lm-weights", type=_weights_list, default=["fp32", "int8", "bf16"],
+                   help="comma-separated LM weight formats to compare, in this order (bf16 last: it rounds the weights)")
 
     p = sub.add_parser("backends", help="eager vs torch.compile (vs TensorRT on CUDA) step time")
     common(p, 20.0)
@@ -848,7 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated (default eager,compile and tensorrt on cuda)")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--lm-bf16", action="store_true")
+    p.add_argument("--lm-weights", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="the frozen LM's weight format (int8: eager CPU only)")
     return parser
 
 

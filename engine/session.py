@@ -226,7 +226,7 @@ def run_session(options: SessionOptions, stop: threading.Event | None = None) ->
     print(f"hop-live: {model_note}", file=sys.stderr)
     try:
         step = prepare(model, BackendOptions(settings.backend, settings.device, settings.threads or None,
-                                             settings.lm_bf16))
+                                             settings.lm_weights))
     except BackendError as error:
         raise SessionError(str(error)) from None
     warm_up(model, step, settings.device)

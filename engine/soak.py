@@ -297,7 +297,7 @@ def run_soak(args) -> dict:
 
         model, model_note = load_model(Path(args.checkpoint) if args.checkpoint else None)
         step = prepare(model, BackendOptions(settings.backend, settings.device, settings.threads or None,
-                                             settings.lm_bf16))
+                                             settings.lm_weights))
         warm_up(model, step, settings.device)
         stream = HopStream(model, device=settings.device, step=step)
         apply_style(stream, "neutral")

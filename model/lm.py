@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +216,45 @@ class FrozenLM(nn.Module):
         for i, layer in enumerate(self.layers):
             for k in layer:
                 layer[k] = getattr(self, f"l{i}_{k}")
+        self._int8 = None  # packed from the old weights; quantize_int8() again if wanted
         return self
+
+    _int8: list[dict] | None = None
+
+    def quantize_int8(self) -> None:
+        """Run the layers' four linears with int8 weights (per output channel, symmetric) and
+        dynamically quantized activations (fbgemm, CPU only; eager only: not exportable).
+
+        A streaming step runs the LM on two rows, so each linear is a matrix-vector product
+        bound by reading its weights: int8 reads a quarter of fp32's bytes. The rest of the
+        LM (embeddings, layer norms, attention over the cache) stays in fp32.
+        """
+        if self.word_embeddings.device.type != "cpu" or self.word_embeddings.dtype != torch.float32:
+            raise ValueError("int8 LM weights need the fp32 LM on the CPU")
+        packed = []
+        try:
+            with warnings.catch_warnings():
+                # torch announces the end of quantized tensors; the pinned torch has them.
+                warnings.filterwarnings("ignore", message=".*quantize_per_channel.*deprecated")
+                for layer in self.layers:
+                    entry = {}
+                    for name in ("qkv", "out", "fc", "proj"):
+                        weight = layer[f"{name}_w"]
+                        scales = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+                        zeros = torch.zeros(weight.shape[0], dtype=torch.long)
+                        qweight = torch.quantize_per_channel(weight, scales, zeros, 0, torch.qint8)
+                        entry[name] = torch.ops.quantized.linear_prepack(qweight, layer[f"{name}_b"])
+                    packed.append(entry)
+        except (RuntimeError, AttributeError) as error:
+            raise ValueError(f"int8 LM weights need torch's fbgemm quantized ops, which torch "
+                             f"{torch.__version__} does not offer here ({error}); use fp32 or bf16") from None
+        self._int8 = packed
+
+    def _linear(self, x: torch.Tensor, i: int, name: str) -> torch.Tensor:
+        if self._int8 is not None:
+            return torch.ops.quantized.linear_dynamic(x, self._int8[i][name], False)
+        w = self.layers[i]
+        return F.linear(x, w[f"{name}_w"], w[f"{name}_b"])
 
     # -- forward ----------------------------------------------------------------------
 
@@ -241,9 +280,9 @@ class FrozenLM(nn.Module):
         all_k, all_v = [], []
         for i, w in enumerate(self.layers):
             if self.family == "bert":
-                q, k, v = self._qkv(x, w)
+                q, k, v = self._qkv(x, i)
             else:
-                q, k, v = self._qkv(F.layer_norm(x, (self.width,), w["ln1_w"], w["ln1_b"], self.eps), w)
+                q, k, v = self._qkv(F.layer_norm(x, (self.width,), w["ln1_w"], w["ln1_b"], self.eps), i)
             if past_k is not None:
                 k = torch.cat([past_k[:, i], k], dim=2)
                 v = torch.cat([past_v[:, i], v], dim=2)
@@ -254,22 +293,22 @@ class FrozenLM(nn.Module):
             scores = torch.baddbmm(bias.expand(n, self.n_heads, t, k.shape[2]).flatten(0, 1),
                                    q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=self.scale)
             attn = torch.bmm(torch.softmax(scores, dim=-1), v.flatten(0, 1)).view(n, self.n_heads, t, self.head_dim)
-            attn = F.linear(attn.transpose(1, 2).reshape(n, t, self.width), w["out_w"], w["out_b"])
+            attn = self._linear(attn.transpose(1, 2).reshape(n, t, self.width), i, "out")
             if self.family == "bert":
                 x = F.layer_norm(x + attn, (self.width,), w["ln1_w"], w["ln1_b"], self.eps)
-                mlp = F.linear(self.act(F.linear(x, w["fc_w"], w["fc_b"])), w["proj_w"], w["proj_b"])
+                mlp = self._linear(self.act(self._linear(x, i, "fc")), i, "proj")
                 x = F.layer_norm(x + mlp, (self.width,), w["ln2_w"], w["ln2_b"], self.eps)
             else:
                 x = x + attn
                 h = F.layer_norm(x, (self.width,), w["ln2_w"], w["ln2_b"], self.eps)
-                x = x + F.linear(self.act(F.linear(h, w["fc_w"], w["fc_b"])), w["proj_w"], w["proj_b"])
+                x = x + self._linear(self.act(self._linear(h, i, "fc")), i, "proj")
         if self.family == "gpt2":
             x = F.layer_norm(x, (self.width,), self.final_ln_w, self.final_ln_b, self.eps)
         return x, torch.stack(all_k, 1), torch.stack(all_v, 1)
 
-    def _qkv(self, x: torch.Tensor, w: dict):
+    def _qkv(self, x: torch.Tensor, i: int):
         n, t, _ = x.shape
-        qkv = F.linear(x, w["qkv_w"], w["qkv_b"]).view(n, t, 3, self.n_heads, self.head_dim)
+        qkv = self._linear(x, i, "qkv").view(n, t, 3, self.n_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v
 

@@ -34,7 +34,9 @@ class EngineSettings:
     # shared CPU (capture, ASR and outputs run beside the model) a second OpenMP
     # thread spin-waiting for a descheduled partner turns 2 ms steps into 100 ms ones.
     threads: int = 1
-    lm_bf16: bool = False
+    # The frozen LM's linear weights: fp32, bf16 (CPUs with AVX512-BF16/AMX, or CUDA) or
+    # int8 (eager CPU only; quickest, least exact: see README "Measured performance").
+    lm_weights: str = "fp32"
     asr: bool = True
 
 
@@ -86,7 +88,8 @@ _RANGES = {
     "outputs.ws_port": (0, 65535),
     "outputs.osc_control_port": (0, 65535),
 }
-_CHOICES = {"engine.backend": ("eager", "compile", "tensorrt"), "engine.device": ("cpu", "cuda")}
+_CHOICES = {"engine.backend": ("eager", "compile", "tensorrt"), "engine.device": ("cpu", "cuda"),
+            "engine.lm_weights": ("fp32", "bf16", "int8")}
 
 
 def available_profiles() -> list[str]:
