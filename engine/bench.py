@@ -758,6 +758,8 @@ def cmd_backends(args) -> dict:
             entry["step_ms"] = percentiles_ms(times)
             entry["step_cpu_ms"] = percentiles_ms(cpu_times)
             entry["lm_weights"] = args.lm_weights
+            if args.lm_weights != "fp32" and model.lm is not None:
+                entry["pose_deviation_from_fp32_lm"] = _deviation_from_fp32(args, model, step, speech)
             rows.append([name, entry["step_ms"]["median"], entry["step_ms"]["p95"], entry["step_ms"]["p99"],
                          entry["step_cpu_ms"]["median"], entry["prepare_and_first_frames_s"]])
         except BackendError as error:
@@ -769,6 +771,22 @@ def cmd_backends(args) -> dict:
                 ["backend", "median", "p95", "p99", "cpu median", "compile/prepare s"], rows)
     result["backends"] = entries
     return result
+
+
+def _deviation_from_fp32(args, model, step, speech: np.ndarray, frames: int = 300) -> dict:
+    """How far the poses move when only the LM's weight format changes: the same audio
+    through a fresh fp32 copy and through ``model`` as prepared, frame by frame."""
+    reference_model, _ = model_for(args)  # same seed, same weights
+    reference_model.to(args.device)
+    runs = []
+    for m, s in ((reference_model, None), (model, step)):
+        stepper = StreamingStepper(m, speech, step=s)
+        runs.append(np.concatenate([stepper()[0] for _ in range(frames)]))
+    reference, poses = runs
+    error = np.abs(poses - reference)
+    spread = float(reference.std(axis=0).mean())
+    return {"frames": frames, "mean_abs": round(float(error.mean()), 5), "max_abs": round(float(error.max()), 5),
+            "pose_spread": round(spread, 5), "mean_abs_over_spread": round(float(error.mean()) / spread, 4)}
 
 
 def model_for(args):
