@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"preset name or .toml path (built-in: {', '.join(available_profiles())})")
     model.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (profile default: cpu)")
     model.add_argument("--backend", choices=("eager", "compile", "tensorrt"), help="how the model step runs")
+    model.add_argument("--lm-weights", choices=("fp32", "bf16", "int8"),
+                       help="the frozen LM's weights (profile default fp32; int8: quickest, eager CPU only)")
     model.add_argument("--style", default="neutral",
                        help="neutral | sample[:SEED] | speaker:N | comma-separated style vector")
     model.add_argument("--intensity", type=float, help="gesture size: 0 rest .. 1 as generated .. 3")
@@ -121,6 +123,8 @@ def options_from_args(args) -> SessionOptions:
         engine = replace(engine, backend=args.backend)
     if args.no_asr:
         engine = replace(engine, asr=False)
+    if args.lm_weights:
+        engine = replace(engine, lm_weights=args.lm_weights)
     motion = profile.motion if args.intensity is None else replace(profile.motion, intensity=args.intensity)
     ports = profile.outputs
 

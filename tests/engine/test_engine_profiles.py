@@ -18,6 +18,7 @@ def test_every_shipped_profile_loads():
     ({"engine": {"send_rat": 60.0}}, "'engine.send_rat'"),
     ({"motion": {"intensity": 9.0}}, "'motion.intensity' must be within 0.0..3.0"),
     ({"engine": {"backend": "onnx"}}, "'engine.backend' must be one of"),
+    ({"engine": {"lm_weights": "int4"}}, "'engine.lm_weights' must be one of"),
     ({"engine": {"asr": "yes"}}, "'engine.asr' must be a bool"),
     ({"outputs": {"osc_port": 70000}}, "'outputs.osc_port'"),
     ({"extras": {}}, "unknown profile key"),
@@ -35,9 +36,9 @@ def test_cli_flags_override_the_profile(tmp_path):
     custom = tmp_path / "mine.toml"
     custom.write_text('[engine]\nsend_rate = 45.0\nasr = true\n[motion]\nintensity = 0.5\n')
     args = build_parser().parse_args(["--input", "x.wav", "--osc", "127.0.0.1:9000", "--profile", str(custom),
-                                      "--no-asr", "--intensity", "1.5", "--vmc", "10.0.0.2"])
+                                      "--no-asr", "--intensity", "1.5", "--vmc", "10.0.0.2", "--lm-weights", "int8"])
     options = options_from_args(args)
-    assert options.engine.send_rate == 45.0 and options.engine.asr is False
+    assert options.engine.send_rate == 45.0 and options.engine.asr is False and options.engine.lm_weights == "int8"
     assert options.motion.intensity == 1.5
     kinds = {(o.kind, o.host, o.port) for o in options.outputs}
     assert kinds == {("osc", "127.0.0.1", 9000), ("vmc", "10.0.0.2", 39539)}
