@@ -23,8 +23,9 @@ def _block():
 def test_callback_resample_numba(benchmark):
     resampler = StreamingResampler(RATE, CHANNELS, max_block_frames=BLOCK)
     block = _block()
+    resampler.process(block)  # the first block also fills the filter's look-ahead
     out = benchmark(resampler.process, block)
-    assert len(out) in (159, 160, 161)
+    assert len(out) == 160
 
 
 def test_callback_resample_scipy_per_block(benchmark):
