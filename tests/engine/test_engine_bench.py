@@ -114,7 +114,10 @@ def test_latency_command_end_to_end_on_the_virtual_mic(model, tmp_path, monkeypa
     assert 0 < lat["min"] <= lat["median"] <= lat["p95"] <= lat["p99"] <= lat["max"] < 2000
     rx = run["latency_capture_to_receiver_ms"]
     assert rx["count"] >= 0.9 * lat["count"], "datagrams were lost on loopback"
-    assert rx["median"] >= lat["median"] - 1.0, "a datagram cannot arrive before it was sent"
+    # The receiver stamps arrivals on the same system-wide clock as the capture stamps: none can
+    # precede its audio. (Not compared with the send stamps: the engine stamps "sent" after sendto
+    # returns, and on a starved CPU the receiver can run before the engine thread does again.)
+    assert 0 < rx["min"] <= rx["median"] <= rx["max"] < 2000, "receiver and capture clocks disagree"
     assert run["capture_stamps"]["blocks"] > 100 and run["capture_stamps"]["clamped"] is True
     assert run["input_overflows"] == 0
 
