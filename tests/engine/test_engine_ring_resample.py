@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -41,31 +42,37 @@ def test_concurrent_reader_never_gets_a_torn_span():
     """A producer thread overwrites a small ring as fast as it can; every span the
     reader gets back is a run of consecutive sample indices, or an overrun."""
     ring = SampleRing(RingOptions(seconds=0.05))  # 800 samples
-    total = 400_000
-    done = threading.Event()
+    stop = threading.Event()
 
     def produce():
+        # Sample values are their own indices (exact in float32 below 2**24): wrap before that.
         block = np.arange(100, dtype=np.float32)
-        for start in range(0, total, 100):
+        start = 0
+        while not stop.is_set() and start < 2**24 - 100:
             ring.write(block + start, end_capture_time=0.0)
-        done.set()
+            start += 100
 
-    # Sample values are their own indices (exact in float32 below 2**24).
-    threading.Thread(target=produce, daemon=True).start()
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
     good = overruns = 0
-    while not done.is_set():
-        newest = ring.written
-        if newest < 800:
-            continue
-        start = newest - 700
-        try:
-            span = ring.read(start, start + 600)
-        except RingOverrun:
-            overruns += 1
-            continue
-        np.testing.assert_array_equal(span, np.arange(start, start + 600, dtype=np.float32))
-        good += 1
-    assert good > 0
+    deadline = time.monotonic() + 20  # the reader keeps going until it has checked enough spans
+    try:
+        while good < 200 and producer.is_alive() and time.monotonic() < deadline:
+            newest = ring.written
+            if newest < 800:
+                continue
+            start = newest - 700
+            try:
+                span = ring.read(start, start + 600)
+            except RingOverrun:
+                overruns += 1
+                continue
+            np.testing.assert_array_equal(span, np.arange(start, start + 600, dtype=np.float32))
+            good += 1
+    finally:
+        stop.set()
+        producer.join(timeout=5)
+    assert good >= 200, f"only {good} spans read back ({overruns} overruns) while the producer ran"
 
 
 @pytest.mark.parametrize("rate, channels", [(8000, 1), (44100, 1), (48000, 2), (44100, 2), (16000, 1)])
