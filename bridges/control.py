@@ -7,10 +7,12 @@ A control message sets one or more of
 and nothing else. Parsers for each wire format turn their bytes into a field dict and
 hand it to ``check_fields``, which either returns a ``Control`` or raises
 ``ControlError`` with a code and a sentence saying what to send instead.
+``RateLimit`` and ``is_loopback`` are the limits every input applies the same way.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import time
@@ -79,3 +81,13 @@ class RateLimit:
             self.tokens -= 1.0
             return True
         return False
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps an input reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere

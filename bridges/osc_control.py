@@ -17,7 +17,6 @@ machine through a tunnel (ssh -L, socat) that you control.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 from collections import Counter, OrderedDict
@@ -26,7 +25,7 @@ from typing import Callable
 
 from pythonosc.osc_message import OscMessage
 
-from hop.bridges.control import Control, ControlError, RateLimit, check_fields
+from hop.bridges.control import Control, ControlError, RateLimit, check_fields, is_loopback
 from hop.bridges.osc import osc_message
 
 ADDRESSES = {"/hop/control/intensity": "intensity", "/hop/control/mute": "mute", "/hop/control/style": "style"}
@@ -103,7 +102,7 @@ class OscControlServer:
 
     def __init__(self, options: OscControlOptions, on_control: Callable[[Control], None],
                  styles: tuple[str, ...] = ()):
-        if not _is_loopback(options.host):
+        if not is_loopback(options.host):
             raise ValueError(f"OSC control has no authentication and binds loopback only, not {options.host!r}; "
                              "forward it with ssh -L or socat from the machine that sends")
         self.options = options
@@ -178,12 +177,3 @@ class OscControlServer:
         self._stop.set()
         self._thread.join(timeout=2)
         self._sock.close()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

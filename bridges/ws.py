@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import http
-import ipaddress
 import json
 import math
 import mimetypes
@@ -55,7 +54,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from hop.bridges.control import INTENSITY_RANGE, STYLE_NAME, Control, ControlError, RateLimit, check_fields
+from hop.bridges.control import (INTENSITY_RANGE, STYLE_NAME, Control, ControlError, RateLimit, check_fields,
+                                 is_loopback)
 from hop.bridges.frame import PoseFrame
 from hop.bridges import retarget
 from hop.model.skeleton import Skeleton, get_skeleton
@@ -80,7 +80,6 @@ INBOUND_HARD_LIMIT = 64 * 1024
 REPLY_QUEUE = 16  # error/ack replies waiting for a slow client; more are dropped
 WRITE_LIMIT = 16 * 1024  # bytes websockets buffers above the kernel before send() waits
 MAX_PENDING_FRAMES = 64  # frames waiting for the server thread; more are dropped in send()
-LOOPBACK_NAMES = ("localhost",)
 
 
 @dataclass(frozen=True)
@@ -139,15 +138,6 @@ def validate_options(options: WebSocketOptions) -> None:
         if not STYLE_NAME.fullmatch(style):
             raise ValueError(f"style name {style!r} must match {STYLE_NAME.pattern}")
     get_skeleton(options.skeleton)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve anywhere
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import torch
 
 from hop.model import Hop
 from hop.model.export import example_inputs, flatten_state, step_variants, unflatten_state
+from hop.profiles import LM_WEIGHTS
 
 BACKENDS = ("eager", "compile", "tensorrt")
 
@@ -72,7 +73,7 @@ def set_lm_weights(model: Hop, weights: str) -> None:
     (FrozenLM.quantize_int8). Only the frozen LM changes: the trained parts stay fp32.
     int8 keeps the fp32 weights beside its packed copy; bf16 replaces them, so going from
     bf16 to anything else carries bf16's rounding (reload the model for exact fp32)."""
-    if weights not in ("fp32", "bf16", "int8"):
+    if weights not in LM_WEIGHTS:
         raise BackendError(f"unknown LM weight format {weights!r}; choose fp32, bf16 or int8")
     if model.lm is None:
         return

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hop.profiles import LM_WEIGHTS
+
 SAMPLE_RATE = 16_000
 SPEECH_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "ljspeech"
 ESPEAK_TEXT = (
@@ -808,8 +810,8 @@ def _untrained(fps: int):
 
 def _weights_list(text: str) -> list[str]:
     values = [x.strip() for x in text.split(",") if x.strip()]
-    if not values or not set(values) <= {"fp32", "bf16", "int8"}:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of fp32,bf16,int8, got {text!r}")
+    if not values or not set(values) <= set(LM_WEIGHTS):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(LM_WEIGHTS)}, got {text!r}")
     return values
 
 def _int_list(text: str) -> list[int]:
@@ -872,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated (default eager,compile and tensorrt on cuda)")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--lm-weights", choices=["fp32", "bf16", "int8"], default="fp32",
+    p.add_argument("--lm-weights", choices=LM_WEIGHTS, default="fp32",
                    help="the frozen LM's weight format (int8: eager CPU only)")
     return parser
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hop.engine.session import (DEMO_SPEECH, OutputSpec, SessionError, SessionOptions, parse_host_port,
                                 run_session)
-from hop.profiles import DEFAULT_PROFILE, ProfileError, available_profiles, load_profile
+from hop.profiles import DEFAULT_PROFILE, LM_WEIGHTS, ProfileError, available_profiles, load_profile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"preset name or .toml path (built-in: {', '.join(available_profiles())})")
     model.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (profile default: cpu)")
     model.add_argument("--backend", choices=("eager", "compile", "tensorrt"), help="how the model step runs")
-    model.add_argument("--lm-weights", choices=("fp32", "bf16", "int8"),
+    model.add_argument("--lm-weights", choices=LM_WEIGHTS,
                        help="the frozen LM's weights (profile default fp32; int8: quickest, eager CPU only)")
     model.add_argument("--style", default="neutral",
                        help="neutral | sample[:SEED] | speaker:N | comma-separated style vector")

@@ -125,6 +125,8 @@ class FrozenLM(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
+        self._int8: list[dict] | None = None  # packed int8 linears (quantize_int8), else the fp32 ones
+
         path = resolve_lm_path(spec)
         try:
             config = AutoConfig.from_pretrained(str(path), local_files_only=True)
@@ -218,8 +220,6 @@ class FrozenLM(nn.Module):
                 layer[k] = getattr(self, f"l{i}_{k}")
         self._int8 = None  # packed from the old weights; quantize_int8() again if wanted
         return self
-
-    _int8: list[dict] | None = None
 
     def quantize_int8(self) -> None:
         """Run the layers' four linears with int8 weights (per output channel, symmetric) and

@@ -23,6 +23,9 @@ class ProfileError(ValueError):
     pass
 
 
+LM_WEIGHTS = ("fp32", "bf16", "int8")  # formats of the frozen LM's linear weights
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     send_rate: float = 60.0  # Hz on the wire; >= the model's pose rate
@@ -89,7 +92,7 @@ _RANGES = {
     "outputs.osc_control_port": (0, 65535),
 }
 _CHOICES = {"engine.backend": ("eager", "compile", "tensorrt"), "engine.device": ("cpu", "cuda"),
-            "engine.lm_weights": ("fp32", "bf16", "int8")}
+            "engine.lm_weights": LM_WEIGHTS}
 
 
 def available_profiles() -> list[str]:
