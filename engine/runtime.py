@@ -94,9 +94,10 @@ class Engine:
         self.send_clock = SendClock(self.pose_fps, options.send_rate)
         self._pieces = WordPieces(tokenizer) if tokenizer is not None else None
         self._read_pos = 0  # next ring sample the model has not consumed
-        # Sends waiting for their time, in due order: (due, pose, capture time, speaking, fresh);
-        # fresh = the first send of a model frame with new audio, the one whose latency is measured.
-        self._sends: collections.deque[tuple[float, np.ndarray, float, bool, bool]] = collections.deque()
+        # Sends waiting for their time, in due order: (due, pose, capture time, speaking, fresh, idle);
+        # fresh = the first send of a model frame with new audio, the one whose latency is measured;
+        # idle = motion made on the wall clock while no audio arrives.
+        self._sends: collections.deque[tuple[float, np.ndarray, float, bool, bool, bool]] = collections.deque()
         self._send_index = 0
         self._stop = threading.Event()
         self._controls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -105,6 +106,11 @@ class Engine:
         self.late_tokens = 0
         self.model_seconds = 0.0  # time spent inside the model, for the benchmarks
         self.model_frames = 0
+        # Send accounting (see _account): every send a model frame owes is written, pending,
+        # superseded by a newer frame, or belongs to a skipped frame.
+        self.sends_superseded = 0
+        self.idle_sends_written = 0
+        self._first_audio: tuple[float, int] | None = None  # (perf_counter, ring.written) at the first audio
         self.latency_trace: list[tuple[float, float]] | None = None  # set to a list to log (sent_at, latency_s)
         self._sink_errors: dict[int, int] = {}  # errors each sink had counted at the last publish
 
@@ -135,17 +141,21 @@ class Engine:
                     break
                 if time.perf_counter() >= next_publish:
                     self._publish()
+                    self._account()
                     next_publish = time.perf_counter() + 0.25
             self._flush_due_sends(everything=True)
         finally:
             self.source.stop()
             self._publish()
+            self._account()
 
     def _advance(self) -> bool:
         """Wait a little for audio, compute what is ready; False when a file source has ended."""
         needed = self._mel.samples_for(self.stream.frames_done + 1)
         timeout = 0.02 if not self._sends else max(0.0, min(0.02, self._sends[0][0] - time.perf_counter()))
         if self.ring.wait_for(needed, timeout):
+            if self._first_audio is None:
+                self._first_audio = (time.perf_counter(), self.ring.written)
             self._compute_ready()
             self._last_audio_at = time.perf_counter()
             return True
@@ -241,17 +251,20 @@ class Engine:
             return
         self._next_idle_at = max(self._next_idle_at + 1.0 / self.pose_fps, now)
         shaped = self.shaper(None, False, now - self.status.started_at)
-        self._schedule(shaped, capture_time=None, speaking=False)
+        self._schedule(shaped, capture_time=None, speaking=False, idle=True)
 
-    def _schedule(self, pose: np.ndarray, capture_time: float | None, speaking: bool) -> None:
+    def _schedule(self, pose: np.ndarray, capture_time: float | None, speaking: bool, idle: bool = False) -> None:
         due = time.perf_counter() + self.options.audio_delay_s
-        # Extrapolations of the previous frame not yet sent are superseded by this frame.
+        # Extrapolations of the previous frame not yet sent are superseded by this frame
+        # (counted: a frame whose audio came early gives fewer than sends_per_frame sends).
         while self._sends and self._sends[-1][0] >= due and not self._sends[-1][4]:
-            self._sends.pop()
+            if not self._sends.pop()[5]:
+                self.sends_superseded += 1
         for k, send in enumerate(self.send_clock.expand(pose)):
             when = due + k * self.send_clock.interval_s if self.options.realtime else due
             fresh = k == 0 and capture_time is not None
-            self._sends.append((when, send, capture_time if capture_time is not None else when, speaking, fresh))
+            self._sends.append((when, send, capture_time if capture_time is not None else when, speaking, fresh,
+                                idle))
 
     def _flush_due_sends(self, everything: bool = False) -> None:
         """Send what is due; ``everything``: the rest too (in real time, each at its due time)."""
@@ -259,7 +272,7 @@ class Engine:
         while self._sends and (everything or self._sends[0][0] <= now):
             if everything and self.options.realtime:
                 time.sleep(max(0.0, self._sends[0][0] - time.perf_counter()))
-            _, pose, capture_time, speaking, fresh = self._sends.popleft()
+            _, pose, capture_time, speaking, fresh, idle = self._sends.popleft()
             frame = PoseFrame(index=self._send_index, capture_time=capture_time, dir_vec=pose, speaking=speaking,
                               stream=self.options.stream, skeleton=self.skeleton)
             self._send_index += 1
@@ -275,6 +288,8 @@ class Engine:
                     self.latency_trace.append((sent_at, sent_at - frame.capture_time))
             else:
                 self.status.frames_emitted += 1
+            if idle:
+                self.idle_sends_written += 1
 
     def _apply_controls(self) -> None:
         while True:
@@ -313,3 +328,44 @@ class Engine:
                                          f"send errors, last: {stats.get('last_error', '')}")
                 self._sink_errors[i] = errors
         self.status.frames_dropped = dropped
+
+    def _account(self) -> None:
+        """Publish where every send went, taken at one point of the loop so the figures agree.
+
+        Audio moves through the chain as: captured (ring.written) -> consumed by the model's
+        front end (frames_done) -> each frame computed or skipped -> each computed frame owes
+        sends_per_frame sends -> each written, pending, or superseded by a newer frame.
+        ``unaccounted`` closes that sum and is 0 unless a send was lost without a reason.
+        The capture clock's drift compares audio captured with wall time since the first
+        audio: a device clock a few tenths of a percent off the system's shows here (as do
+        gaps while a device was lost), not as missing sends.
+        """
+        now = time.perf_counter()
+        per_frame = self.send_clock.per_frame
+        rate = self._mel.sample_rate
+        frames_done = self.stream.frames_done
+        audio_sends_written = self.status.frames_emitted - self.idle_sends_written
+        pending = sum(1 for send in self._sends if not send[5])
+        unaccounted = (frames_done - self.status.frames_skipped) * per_frame - audio_sends_written \
+            - pending - self.sends_superseded
+        drift_ppm = None
+        if self._first_audio is not None and now - self._first_audio[0] >= 1.0:
+            audio_s = (self.ring.written - self._first_audio[1]) / rate
+            drift_ppm = round((audio_s / (now - self._first_audio[0]) - 1.0) * 1e6, 1)
+        self.status.accounting = {
+            "at": now,
+            "sample_rate": rate,
+            "pose_fps": self.pose_fps,
+            "audio_samples_captured": self.ring.written,
+            "audio_samples_consumed": self._mel.samples_for(frames_done),
+            "pose_frames": frames_done,
+            "pose_frames_computed": self.model_frames,
+            "pose_frames_skipped": self.status.frames_skipped,
+            "sends_per_frame": per_frame,
+            "sends_written": self.status.frames_emitted,
+            "sends_idle_written": self.idle_sends_written,
+            "sends_pending": pending,
+            "sends_superseded": self.sends_superseded,
+            "sends_unaccounted": unaccounted,
+            "capture_clock_drift_ppm": drift_ppm,
+        }

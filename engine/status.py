@@ -67,6 +67,10 @@ class EngineStatus:
         self.frames_emitted = 0
         self.frames_skipped = 0  # frames the loop skipped to catch up
         self.frames_dropped = 0  # frames an output could not deliver
+        # Where every send comes from, published by the loop thread as one consistent dict
+        # (see Engine._account): audio captured and consumed, frames computed and skipped,
+        # sends written, superseded, pending and idle, and the capture clock's drift.
+        self.accounting: dict = {}
         self.ring_overruns = 0
         self.input_overflows = 0
         self.source_state = SourceState.STARTING
@@ -112,6 +116,7 @@ class EngineStatus:
             "frames_emitted": self.frames_emitted,
             "frames_skipped": self.frames_skipped,
             "frames_dropped": self.frames_dropped,
+            "accounting": dict(self.accounting),
             "latency_ms": _percentiles(latency),
             "ring_overruns": self.ring_overruns,
             "input_overflows": self.input_overflows,

@@ -132,6 +132,34 @@ def test_falling_behind_skips_frames_instead_of_growing_latency(model, speech_so
     # after each stall the next frame is late by the stall, but the one after is fresh again
     assert np.median(latencies) < 60
     assert (latencies[-20:] < 100).mean() > 0.8, "latency did not recover after the stalls"
+    # Every send a frame owed is written, skipped with its frame, or superseded: the sum closes.
+    account = engine.status.accounting
+    assert account["sends_unaccounted"] == 0, account
+    assert account["sends_written"] == len(sink.frames) and account["sends_pending"] == 0
+    assert account["pose_frames"] == engine.stream.frames_done and account["pose_frames_skipped"] > 10
+
+
+def test_a_send_lost_inside_the_engine_shows_as_unaccounted(model, speech_source, tmp_path):
+    """The accounting is not a tautology: a send that vanishes from the queue is caught."""
+    wav = write_wav(tmp_path / "talk.wav", 0.8 * speech_source(2.0))
+    ring = SampleRing()
+    sink = ListSink()
+    engine = Engine(HopStream(model), ring, FileSource(FileSourceOptions(wav), ring), [sink],
+                    RuntimeOptions(send_rate=60.0))
+    schedule = engine._schedule
+    calls = {"n": 0}
+
+    def schedule_then_lose_one(*args, **kwargs):
+        schedule(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 20:
+            engine._sends.pop()  # the bug being simulated: a queued send disappears
+
+    engine._schedule = schedule_then_lose_one
+    engine.run()
+    account = engine.status.accounting
+    assert account["sends_unaccounted"] == 1, account
+    assert account["capture_clock_drift_ppm"] is not None
 
 
 class SilentSource:
@@ -201,3 +229,7 @@ def test_live_capture_to_osc_receiver_process(trained_model, virtual_mic, speech
     assert speaking.sum() > 60 and (~speaking).sum() > 60
     assert moving[speaking[1:]].mean() > 1.5 * moving[~speaking[1:]].mean()
     assert engine.status.snapshot()["latency_ms"]["p50"] < 100
+    account = engine.status.snapshot()["accounting"]
+    assert account["sends_unaccounted"] == 0, account
+    # the virtual microphone is paced by the system clock: its drift is small
+    assert abs(account["capture_clock_drift_ppm"]) < 50_000, account
