@@ -110,7 +110,8 @@ class Engine:
         # superseded by a newer frame, or belongs to a skipped frame.
         self.sends_superseded = 0
         self.idle_sends_written = 0
-        self._first_audio: tuple[float, int] | None = None  # (perf_counter, ring.written) at the first audio
+        self._first_audio: tuple[float, int] | None = None  # (perf_counter, ring.written): drift reference
+        self._drift_settled = False
         self.latency_trace: list[tuple[float, float]] | None = None  # set to a list to log (sent_at, latency_s)
         self._sink_errors: dict[int, int] = {}  # errors each sink had counted at the last publish
 
@@ -154,8 +155,12 @@ class Engine:
         needed = self._mel.samples_for(self.stream.frames_done + 1)
         timeout = 0.02 if not self._sends else max(0.0, min(0.02, self._sends[0][0] - time.perf_counter()))
         if self.ring.wait_for(needed, timeout):
-            if self._first_audio is None:
-                self._first_audio = (time.perf_counter(), self.ring.written)
+            now = time.perf_counter()
+            # The drift reference: the first audio, moved once to 5 s later, when whatever a
+            # device buffered before the stream opened (a burst at the start) has passed.
+            if self._first_audio is None or (not self._drift_settled and now - self._first_audio[0] >= 5.0):
+                self._drift_settled = self._first_audio is not None
+                self._first_audio = (now, self.ring.written)
             self._compute_ready()
             self._last_audio_at = time.perf_counter()
             return True
@@ -336,9 +341,9 @@ class Engine:
         front end (frames_done) -> each frame computed or skipped -> each computed frame owes
         sends_per_frame sends -> each written, pending, or superseded by a newer frame.
         ``unaccounted`` closes that sum and is 0 unless a send was lost without a reason.
-        The capture clock's drift compares audio captured with wall time since the first
-        audio: a device clock a few tenths of a percent off the system's shows here (as do
-        gaps while a device was lost), not as missing sends.
+        The capture clock's drift compares audio captured with wall time since the capture
+        settled (5 s after the first audio): a device clock a few tenths of a percent off the
+        system's shows here (as do gaps while a device was lost), not as missing sends.
         """
         now = time.perf_counter()
         per_frame = self.send_clock.per_frame
