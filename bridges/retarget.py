@@ -1,4 +1,8 @@
-"""Bone direction vectors -> local rotations of a humanoid rig.
+"""Bone direction vectors -> local rotations of a humanoid rig, and every change of axes.
+
+This module is the only place in hop.bridges that knows how one coordinate
+frame maps onto another (``SPACES``, ``convert_points``, ``convert_rotations``);
+the outputs name a space and call these.
 
 The model speaks in unit bone directions (TED convention: up -y, +z forward,
 subject's left -x). Game engines want one local rotation per rig bone. A rig is
@@ -20,6 +24,7 @@ Conventions, chosen so that the result is unique and stable:
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -42,6 +47,12 @@ SPACES: dict[str, tuple[np.ndarray, float]] = {
     "unreal": (np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), 100.0),
     # BVH tools: right-handed, Y up, Z forward, character's left at +X, centimetres.
     "bvh": (np.diag([-1.0, -1.0, 1.0]), 100.0),
+    # VRM 1.0 / three-vrm (the WebSocket JSON stream and the browser viewer): glTF axes
+    # as VRM 1.0 uses them - right-handed, Y up, the figure FACING +Z (towards
+    # three.js's default camera), its left hand at +X, metres. From Unity that is a
+    # mirror of x. ("gltf" above is UniVRM 0.x's convention, in which the figure faces
+    # -Z; three-vrm turns VRM 0.x avatars round with VRMUtils.rotateVRM0.)
+    "vrm": (np.diag([-1.0, -1.0, 1.0]), 1.0),
 }
 
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
@@ -118,22 +129,39 @@ def make_sequence_continuous(quats: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- spaces
 
-def convert_space(positions: np.ndarray, quats: np.ndarray, source: str, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """Express positions (..., 3) and rotations (..., 4) given in one space in another.
-
-    A change of axes C turns a rotation R into C R C^-1: the quaternion's vector
-    part maps like an axis, times det(C) when handedness flips.
-    """
+@functools.cache
+def _change(source: str, target: str) -> tuple[np.ndarray, float, float]:
+    """The axis change from one space to another, its unit scale and its determinant (+-1)."""
     for name in (source, target):
         if name not in SPACES:
             raise ValueError(f"unknown space {name!r}; choose one of {sorted(SPACES)}")
     from_ted, from_scale = SPACES[source]
     to_ted, to_scale = SPACES[target]
     change = to_ted @ from_ted.T
-    new_positions = np.asarray(positions) @ change.T * (to_scale / from_scale)
+    change.setflags(write=False)
+    return change, to_scale / from_scale, float(np.linalg.det(change))
+
+
+def convert_points(points: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Positions or directions (..., 3) given in one space, expressed in another (units included)."""
+    change, scale, _ = _change(source, target)
+    return np.asarray(points) @ change.T * scale
+
+
+def convert_rotations(quats: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Rotations (..., 4) (x, y, z, w) given in one space, expressed in another.
+
+    A change of axes C turns a rotation R into C R C^-1: the quaternion's vector
+    part maps like an axis, times det(C) when handedness flips.
+    """
+    change, _, det = _change(source, target)
     q = np.asarray(quats)
-    new_quats = np.concatenate([np.linalg.det(change) * (q[..., :3] @ change.T), q[..., 3:]], axis=-1)
-    return new_positions, new_quats
+    return np.concatenate([det * (q[..., :3] @ change.T), q[..., 3:]], axis=-1)
+
+
+def convert_space(positions: np.ndarray, quats: np.ndarray, source: str, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """Express positions (..., 3) and rotations (..., 4) given in one space in another."""
+    return convert_points(positions, source, target), convert_rotations(quats, source, target)
 
 
 # ---------------------------------------------------------------- rigs

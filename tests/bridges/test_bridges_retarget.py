@@ -9,6 +9,8 @@ from hop.bridges.retarget import (
     Rig,
     RigBone,
     continue_hemisphere,
+    convert_points,
+    convert_rotations,
     convert_space,
     load_rig,
     make_sequence_continuous,
@@ -175,6 +177,12 @@ def test_bridges_space_documented_rules():
     up, uq = convert_space(p, q, "unity", "unreal")
     np.testing.assert_allclose(up, [30.0, 10.0, 20.0])  # X forward, Y right, Z up, centimetres
     np.testing.assert_allclose(uq, [0.3, 0.1, 0.2, 0.9])
+    # VRM 1.0 (the WebSocket JSON stream): Unity mirrored in x; from TED (-x, -y, z).
+    vp, vq = convert_space(p, q, "unity", "vrm")
+    np.testing.assert_allclose(vp, [-0.1, 0.2, 0.3])
+    np.testing.assert_allclose(vq, [0.1, -0.2, -0.3, 0.9])
+    np.testing.assert_allclose(convert_points(p, "ted", "vrm"), [-0.1, -0.2, 0.3])
+    np.testing.assert_allclose(convert_rotations(q, "unity", "vrm"), vq)
     with pytest.raises(ValueError, match="unknown space"):
         convert_space(p, q, "unity", "maya")
 
