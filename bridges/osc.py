@@ -1,4 +1,4 @@
-"""Native OSC output (the /hop/... address space) and the UDP sending both OSC sinks share.
+"""Output: native OSC (the /hop/... address space), and the UDP sending both OSC outputs share.
 
 One OSC bundle per frame (timetag "immediately"), messages in this order:
 
@@ -21,30 +21,12 @@ bridges/README.md documents the same, with receiver notes.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
 
 import numpy as np
-from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
 
 from hop.bridges.frame import PoseFrame
+from hop.bridges.osc_wire import osc_bundle, osc_message
 from hop.model.skeleton import get_skeleton
-
-
-def osc_message(address: str, types: str, values: Iterable) -> OscMessage:
-    """One OSC message with explicit type tags (no guessing from Python types)."""
-    builder = OscMessageBuilder(address)
-    for type_tag, value in zip(types, values, strict=True):
-        builder.add_arg(value, type_tag)
-    return builder.build()
-
-
-def osc_bundle(messages: Iterable[OscMessage]) -> bytes:
-    builder = OscBundleBuilder(IMMEDIATELY)
-    for message in messages:
-        builder.add_content(message)
-    return builder.build().dgram
 
 
 class UdpSender:

@@ -1,4 +1,4 @@
-"""OSC control input (`hop-live --osc-control [HOST:]PORT`): style, intensity, mute from
+"""Control input over OSC (`hop-live --osc-control [HOST:]PORT`): style, intensity, mute from
 TouchOSC, a lighting desk, Max/MSP or a show-control script.
 
 One OSC message per datagram, one argument each:
@@ -26,7 +26,7 @@ from typing import Callable
 from pythonosc.osc_message import OscMessage
 
 from hop.bridges.control import Control, ControlError, RateLimit, check_fields, is_loopback
-from hop.bridges.osc import osc_message
+from hop.bridges.osc_wire import osc_message
 
 ADDRESSES = {"/hop/control/intensity": "intensity", "/hop/control/mute": "mute", "/hop/control/style": "style"}
 MAX_SENDERS = 64  # rate-limit buckets kept; the least recently heard sender is forgotten first
@@ -98,7 +98,12 @@ def _canonical(datagram: bytes, address: str, types: str, params: list) -> bool:
 
 
 class OscControlServer:
-    """A UDP thread that validates control datagrams and hands each valid one to ``on_control``."""
+    """A UDP thread that validates control datagrams and hands each valid one to ``on_control``.
+
+    It knows nothing of what receives the controls: ``on_control`` is called on this
+    thread with a validated ``Control``; an exception it raises is counted in
+    ``stats()["last_error"]`` and the server keeps going.
+    """
 
     def __init__(self, options: OscControlOptions, on_control: Callable[[Control], None],
                  styles: tuple[str, ...] = ()):
@@ -155,9 +160,9 @@ class OscControlServer:
             self._counts["accepted"] += 1
         try:
             self._on_control(control)
-        except Exception as error:  # the engine's handler must not take the server down
+        except Exception as error:  # the callback must not take the server down
             with self._lock:
-                self._last_error = f"control handler failed: {error!r}"
+                self._last_error = f"control callback failed: {error!r}"
 
     def _limiter(self, host: str) -> RateLimit:
         limiter = self._senders.get(host)

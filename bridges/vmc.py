@@ -1,4 +1,4 @@
-"""VMC protocol output (OSC over UDP), for EVMC4U, VSeeFace, VMC4UE, VMC Live Link, VMC4B.
+"""Output: the VMC protocol (OSC over UDP), for EVMC4U, VSeeFace, VMC4UE, VMC Live Link, VMC4B.
 
 Per frame one bundle, in this order (DESIGN.md section 5):
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hop.bridges.frame import PoseFrame
-from hop.bridges.osc import UdpSender, osc_bundle, osc_message
+from hop.bridges.osc import UdpSender
+from hop.bridges.osc_wire import osc_bundle, osc_message
 from hop.bridges.retarget import Retargeter, Rig, load_rig
 
 VMC_PORT = 39539

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from hop.bridges.control import Control
-from hop.bridges.osc import osc_message
+from hop.bridges.osc_wire import osc_message
 from hop.bridges.osc_control import OscControlOptions, OscControlServer, parse_osc_control
 
 from osc_decoder import OscDecodeError, decode_packet
