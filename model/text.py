@@ -13,6 +13,7 @@ Any tokenizer with the Hugging Face call API works:
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -32,21 +33,36 @@ class WordPieces:
         return tuple(int(t) for t in self.tokenizer(word, add_special_tokens=False)["input_ids"])
 
 
-def align_tokens(words, n_frames: int, pieces: WordPieces, fps: float = 15.0) -> np.ndarray:
-    """(n_frames,) int64 token ids for ``[(word, start_s, end_s), ...]``, PAD where no word."""
-    tokens = np.full(n_frames, pieces.pad_id, dtype=np.int64)
+def frame_tokens(words, pieces: WordPieces, fps: float, n_frames: int | None = None) -> dict[int, int]:
+    """``{frame: token id}`` for ``[(word, start_s, end_s), ...]``; later words win a shared frame.
+
+    The cost follows the words' own frames, not their place in time, so a live session
+    aligns each new batch of words as cheaply at minute 60 as at minute 1.
+    """
+    tokens: dict[int, int] = {}
     for word, start, end in words:
         ids = pieces.pieces(str(word))
         if not ids:
             continue
-        first = max(0, int(np.ceil(start * fps - 1e-9)))
-        stop = min(n_frames, int(np.ceil(end * fps - 1e-9)))  # frames with time < end
+        first = max(0, math.ceil(start * fps - 1e-9))
+        stop = math.ceil(end * fps - 1e-9)  # frames with time < end
+        if n_frames is not None:
+            stop = min(n_frames, stop)
         if stop <= first:
             nearest = int(round(start * fps))
-            if 0 <= nearest < n_frames and tokens[nearest] == pieces.pad_id:
+            if 0 <= nearest and (n_frames is None or nearest < n_frames) and nearest not in tokens:
                 tokens[nearest] = ids[0]
             continue
         n = stop - first
         # frame k of the word shows piece floor(k * len(ids) / n): equal contiguous shares
-        tokens[first:stop] = np.asarray(ids)[(np.arange(n) * len(ids)) // n]
+        for k in range(n):
+            tokens[first + k] = ids[(k * len(ids)) // n]
+    return tokens
+
+
+def align_tokens(words, n_frames: int, pieces: WordPieces, fps: float = 15.0) -> np.ndarray:
+    """(n_frames,) int64 token ids for ``[(word, start_s, end_s), ...]``, PAD where no word."""
+    tokens = np.full(n_frames, pieces.pad_id, dtype=np.int64)
+    for frame, token in frame_tokens(words, pieces, fps, n_frames).items():
+        tokens[frame] = token
     return tokens
