@@ -1,4 +1,4 @@
-"""BVH recorder: pose frames -> a standard Biovision Hierarchy file, safe to kill.
+"""Output: the BVH recorder, pose frames -> a standard Biovision Hierarchy file, safe to kill.
 
 The hierarchy comes from a rig in BVH space (profiles/rigs/bvh_ted.toml: the TED
 Gesture skeleton, Y up, facing +Z, centimetres). Each frame is retargeted onto

@@ -1,4 +1,4 @@
-"""WebSocket output and the browser viewer's web server, on one port.
+"""Output: pose frames over WebSocket, with the browser viewer and the control input on the same port.
 
 ``WebSocketSink`` runs a websockets server on its own asyncio thread. The engine
 thread calls ``send(frame)``, which only hands the frame to that loop; the loop
@@ -6,73 +6,39 @@ encodes it once per wire format and appends it to every client's bounded queue.
 A client that reads too slowly loses its oldest queued frames (counted per
 client); nothing a client does can stall the engine.
 
-Endpoints (same host and port):
-  ``GET /ws?format=binary|json[&token=...]``  WebSocket pose stream + control input
-  ``GET /``, ``/index.html``, ``/viewer.js`` ...  the bundled browser viewer
-
-Wire formats:
-  binary: one message per frame, little-endian, ``BINARY_HEADER`` (32 bytes) then
-          float32 dir_vec (n_bones*3) then float32 joint positions (n_joints*3),
-          both in TED axes (up -y, forward +z, subject's left -x), spine at 0.
-  json:   ``{"type": "pose", "index", "stream", "speaking", "captureTime",
-          "captureUnix", "pose": {boneName: {"rotation": [x,y,z,w]}, "hips":
-          {..., "position": [0,0,0]}}, "joints": [[x,y,z], ...]}``; the pose is
-          three-vrm's format for ``humanoid.setNormalizedPose()`` (lowerCamelCase
-          VRM 1.0 bone names, rotations relative to the T-pose) and it and the
-          joints are in the VRM 1.0 glTF frame: right-handed, Y up, metres, the
-          figure facing +Z with its left hand at +X (see ``UNITY_TO_VRM``).
-Every client first receives a JSON ``hello`` message describing the skeleton;
-control input gets a JSON ``accepted`` or ``error`` reply.
-
-Security: loopback by default; any other address needs ``allow_remote`` and a
-token; browsers must come from the viewer's own origin or a configured one;
-control messages are size- and rate-limited and parsed by a strict schema.
+This module is the server: threads, connections, queues, fan-out, routing. The
+rest lives beside it:
+  ws_protocol  the wire formats (hello, binary and JSON pose messages)
+  ws_http      the viewer's static files on plain GET requests
+  ws_auth      bind policy, token and browser-origin checks
+  ws_control   the control input carried by the same connections
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import http
 import json
-import math
-import mimetypes
-import re
 import socket
-import struct
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs
 
-import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from hop.bridges.control import (INTENSITY_RANGE, STYLE_NAME, Control, ControlError, RateLimit, check_fields,
-                                 is_loopback)
+from hop.bridges import ws_auth
+from hop.bridges.control import Control, RateLimit
 from hop.bridges.frame import PoseFrame
-from hop.bridges import retarget
-from hop.model.skeleton import Skeleton, get_skeleton
-
-VIEWER_DIR = Path(__file__).parent / "viewer" / "static"
-WS_PATH = "/ws"
-FORMATS = ("binary", "json")
-
-# Binary frame header, little-endian, 32 bytes so the float32 payload that follows
-# is 4-byte aligned (a browser can view it with a Float32Array, no copy):
-#   magic "HOPF", version u8, flags u8 (bit 0: speaking), stream u8, reserved u8,
-#   n_bones u16, n_joints u16, frame index u32,
-#   capture_time f64 (engine time.perf_counter() seconds),
-#   capture_unix f64 (the same instant as Unix time, for clients on other clocks).
-BINARY_HEADER = struct.Struct("<4sBBBBHHIdd")
-BINARY_MAGIC = b"HOPF"
-BINARY_VERSION = 1
+from hop.bridges.ws_control import WebSocketControl, check_limits
+from hop.bridges.ws_http import VIEWER_DIR, load_static_files, static_response, text_response
+from hop.bridges.ws_protocol import (FORMATS, WS_PATH, VrmPoseEncoder, encode_binary, encode_json, frame_joints,
+                                     hello_message, validate_frame)
+from hop.model.skeleton import get_skeleton
 
 # Hard cap on any inbound message; larger ones close the connection (1009).
 # Messages between the control limit and this cap get an error reply instead.
@@ -107,23 +73,7 @@ def validate_options(options: WebSocketOptions) -> None:
     """Raise ValueError naming the fix for any unsafe or impossible setting."""
     if not 0 <= options.port <= 65535:
         raise ValueError(f"WebSocket port {options.port} is out of range 0..65535")
-    if not is_loopback(options.host):
-        if not options.allow_remote:
-            raise ValueError(
-                f"WebSocket host {options.host!r} is not a loopback address; anyone on the network could "
-                "connect. Bind 127.0.0.1, or opt in with allow_remote=True (--ws-allow-remote) and a token "
-                "(--ws-token, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
-        if not options.token:
-            raise ValueError(
-                f"binding WebSocket host {options.host!r} requires a token (--ws-token); clients then "
-                "connect with ?token=...")
-    if options.token is not None and len(options.token) < 16:
-        raise ValueError("WebSocket token is too short: use at least 16 characters, e.g. secrets.token_urlsafe(24)")
-    if options.token is not None and not re.fullmatch(r"[A-Za-z0-9_.~-]+", options.token):
-        raise ValueError("WebSocket token may only contain URL-safe characters [A-Za-z0-9_.~-]")
-    for origin in options.allowed_origins:
-        if not re.fullmatch(r"https?://[^/\s]+", origin):
-            raise ValueError(f"allowed origin {origin!r} must look like http://host[:port], without a path")
+    ws_auth.check_exposure(options.host, options.allow_remote, options.token, options.allowed_origins)
     if not 4096 <= options.send_buffer_bytes <= 16 * 1024 * 1024:
         raise ValueError("send_buffer_bytes must lie in 4096..16777216")
     if options.client_queue_frames < 1:
@@ -132,241 +82,16 @@ def validate_options(options: WebSocketOptions) -> None:
         raise ValueError("max_clients must be at least 1")
     if not 64 <= options.max_control_bytes <= INBOUND_HARD_LIMIT:
         raise ValueError(f"max_control_bytes must lie in 64..{INBOUND_HARD_LIMIT}")
-    if not options.control_rate_hz > 0:
-        raise ValueError("control_rate_hz must be positive")
-    for style in options.styles:
-        if not STYLE_NAME.fullmatch(style):
-            raise ValueError(f"style name {style!r} must match {STYLE_NAME.pattern}")
+    check_limits(options.max_control_bytes, options.control_rate_hz, options.styles)
     get_skeleton(options.skeleton)
 
-
-# ---------------------------------------------------------------------------
-# Control messages: strict schema, parsed without side effects.
-
-CONTROL_EXAMPLE = '{"type": "control", "intensity": 0.8}'
-
-
-def parse_control(text: str, styles: tuple[str, ...] = ()) -> Control:
-    """Parse one control message or raise ControlError saying what to send instead.
-
-    Schema: a JSON object with "type": "control" and one or more of
-    "style" (name), "intensity" (number in [0, 2]), "mute" (true/false); nothing else.
-    """
-    try:
-        message = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as error:
-        raise ControlError("bad_json", f"not valid JSON ({error}); send e.g. {CONTROL_EXAMPLE}") from None
-    if not isinstance(message, dict):
-        raise ControlError("bad_schema", f"expected a JSON object such as {CONTROL_EXAMPLE}")
-    if message.get("type") != "control":
-        raise ControlError("bad_schema", 'the "type" field must be "control"')
-    return check_fields({k: v for k, v in message.items() if k != "type"}, styles)
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    keys = [key for key, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError("duplicate keys")
-    return dict(pairs)
-
-
-def _no_constants(name: str) -> None:
-    raise ValueError(f"{name} is not allowed")
-
-
-# ---------------------------------------------------------------------------
-# Frame encoding: plain functions, one per wire format.
-
-def frame_joints(frame: PoseFrame, skeleton: Skeleton) -> np.ndarray:
-    """Joint positions (n_joints, 3) in the TED convention, spine at the origin."""
-    return skeleton.dir_vec_to_joints(np.asarray(frame.dir_vec, dtype=np.float64))
-
-
-def encode_binary(frame: PoseFrame, skeleton: Skeleton, joints: np.ndarray, capture_unix: float) -> bytes:
-    header = BINARY_HEADER.pack(
-        BINARY_MAGIC, BINARY_VERSION, 1 if frame.speaking else 0, frame.stream & 0xFF, 0,
-        skeleton.n_bones, skeleton.n_joints, frame.index & 0xFFFFFFFF, frame.capture_time, capture_unix)
-    return header + np.asarray(frame.dir_vec, dtype="<f4").tobytes() + joints.astype("<f4").tobytes()
-
-
-# The viewer's and three-vrm's frame: glTF axes as VRM 1.0 uses them - right-handed,
-# Y up, metres, the figure FACING +Z (towards three.js's default camera), its left
-# hand at +X. From Unity (left-handed, facing +Z, left at -X) that is a mirror of x:
-# position (-x, y, z), quaternion (x, -y, -z, w). (retarget.SPACES["gltf"] is the
-# other glTF convention, UniVRM 0.x's (x, y, -z), in which the figure faces -Z;
-# three-vrm turns VRM 0.x avatars round with VRMUtils.rotateVRM0 and the viewer
-# mirrors the pose for them, so the stream itself is in the VRM 1.0 frame.)
-UNITY_TO_VRM = np.diag([-1.0, 1.0, 1.0])
-TED_TO_VRM = UNITY_TO_VRM @ retarget.SPACES["unity"][0]  # (-x, -y, z): TED's y is down, its left at -x
-VRM_RIG = "unity_humanoid"
-
-# Unity HumanBodyBones -> three-vrm (VRM 1.0) humanoid bone names. lowerCamelCase,
-# except the thumb, whose three bones VRM 1.0 calls Metacarpal, Proximal, Distal.
-_THUMB_RENAMES = {"ThumbProximal": "ThumbMetacarpal", "ThumbIntermediate": "ThumbProximal"}
-
-
-def vrm_bone_name(unity_name: str) -> str:
-    for old, new in _THUMB_RENAMES.items():
-        if unity_name.endswith(old):
-            unity_name = unity_name[: -len(old)] + new
-            break
-    return unity_name[0].lower() + unity_name[1:]
-
-
-def ted_to_vrm(points: np.ndarray) -> np.ndarray:
-    """(..., 3) TED-convention vectors -> the viewer's VRM 1.0 frame."""
-    return np.asarray(points) @ TED_TO_VRM.T
-
-
-def unity_to_vrm_quats(quats: np.ndarray) -> np.ndarray:
-    """(..., 4) Unity-space rotations (x, y, z, w) -> the same rotations in the VRM 1.0 frame."""
-    # A change of axes C maps a rotation's axis by det(C) * C; here det = -1.
-    return np.asarray(quats) * np.array([1.0, -1.0, -1.0, 1.0])
-
-
-class VrmPoseEncoder:
-    """Pose frames -> three-vrm normalized poses, one Retargeter per (stream, skeleton).
-
-    ``{boneName: {"rotation": [x, y, z, w]}}`` for every bone the skeleton drives,
-    plus ``hips`` with a zero ``position``: setNormalizedPose() takes each transform
-    relative to the avatar's rest (T) pose, so the avatar keeps its own proportions.
-    Rotations stay in one quaternion hemisphere from frame to frame per stream.
-    """
-
-    def __init__(self, rig: str = VRM_RIG):
-        self.rig = retarget.load_rig(rig)
-        self._retargeters: dict[tuple[int, str], tuple[retarget.Retargeter, list[int], list[str]]] = {}
-
-    def __call__(self, frame: PoseFrame) -> dict[str, dict[str, list[float]]]:
-        key = (frame.stream, frame.skeleton)
-        entry = self._retargeters.get(key)
-        if entry is None:
-            retargeter = retarget.Retargeter(self.rig, frame.skeleton)
-            driven = sorted({drive.bone for drive in self.rig.drives_for(frame.skeleton)})
-            entry = (retargeter, driven, [vrm_bone_name(self.rig.bones[i].name) for i in driven])
-            self._retargeters[key] = entry
-        retargeter, driven, names = entry
-        quats = np.round(unity_to_vrm_quats(retargeter(frame.dir_vec)[driven]), 6).tolist()
-        pose: dict[str, dict[str, list[float]]] = {"hips": {"rotation": [0.0, 0.0, 0.0, 1.0], "position": [0.0, 0.0, 0.0]}}
-        for name, quat in zip(names, quats):
-            pose[name] = {"rotation": quat}
-        return pose
-
-
-def encode_json(frame: PoseFrame, joints: np.ndarray, capture_unix: float, pose: dict) -> str:
-    message = {
-        "type": "pose",
-        "index": frame.index,
-        "stream": frame.stream,
-        "speaking": frame.speaking,
-        "captureTime": frame.capture_time,
-        "captureUnix": capture_unix,
-        "pose": pose,
-        "joints": np.round(ted_to_vrm(joints), 5).tolist(),
-    }
-    return json.dumps(message, separators=(",", ":"))
-
-
-def hello_message(skeleton: Skeleton, wire_format: str, options: WebSocketOptions) -> str:
-    return json.dumps({
-        "type": "hello",
-        "version": BINARY_VERSION,
-        "format": wire_format,
-        "skeleton": {"name": skeleton.name, "joints": list(skeleton.joint_names),
-                     "bones": [[parent, child] for parent, child, _ in skeleton.bones]},
-        "control": {"maxBytes": options.max_control_bytes, "ratePerSecond": options.control_rate_hz,
-                    "styles": list(options.styles), "intensity": list(INTENSITY_RANGE)},
-    })
-
-
-def swinging_arms_pose(t: float) -> np.ndarray:
-    """A moving TED Gesture pose without the model: the dataset's mean pose with both
-    arms swinging sideways (0.5 Hz) and a slight nod, to check a viewer or avatar."""
-    skeleton = get_skeleton("ted_gesture")
-    bones = skeleton.mean_pose().reshape(-1, 3).astype(np.float64)
-    swing = math.radians(35) * math.sin(2 * math.pi * 0.5 * t)
-    for arm_bones, angle in (((4, 5), swing), ((7, 8), -swing)):  # left arm, right arm mirrored
-        # Rotation about z (the forward axis) raises an arm out to its side.
-        c, s = math.cos(angle), math.sin(angle)
-        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        bones[list(arm_bones)] = bones[list(arm_bones)] @ rotation.T
-    nod = math.radians(10) * math.sin(2 * math.pi * 1.0 * t)
-    c, s = math.cos(nod), math.sin(nod)
-    bones[[1, 2]] = bones[[1, 2]] @ np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]]).T
-    bones /= np.linalg.norm(bones, axis=1, keepdims=True)
-    return bones.reshape(-1).astype(np.float32)
-
-
-def validate_frame(frame: PoseFrame, skeleton: Skeleton) -> None:
-    if frame.skeleton != skeleton.name:
-        raise ValueError(f"frame skeleton {frame.skeleton!r} but the WebSocket sink announces {skeleton.name!r}; "
-                         "set WebSocketOptions.skeleton")
-    if np.shape(frame.dir_vec) != (skeleton.pose_dim,):
-        raise ValueError(f"dir_vec has shape {np.shape(frame.dir_vec)}, expected ({skeleton.pose_dim},)")
-    if not np.all(np.isfinite(frame.dir_vec)):
-        raise ValueError("dir_vec holds NaN or inf")
-
-
-# ---------------------------------------------------------------------------
-# Static files for the viewer: a fixed table built at start-up, so a request
-# can only ever name a file that is in the table (no path is ever joined).
-
-@dataclass(frozen=True)
-class StaticFile:
-    content_type: str
-    body: bytes
-
-
-def load_static_files(folder: Path) -> dict[str, StaticFile]:
-    if not (folder / "index.html").is_file():
-        raise FileNotFoundError(f"viewer files missing in {folder}; rebuild them with `npm run build` in bridges/viewer")
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            if content_type.startswith("text/") or content_type.endswith("javascript"):
-                content_type += "; charset=utf-8"
-            files["/" + path.relative_to(folder).as_posix()] = StaticFile(content_type, path.read_bytes())
-    files["/"] = files["/index.html"]
-    return files
-
-
-# Scripts and styles only from the server itself; blob:/data: for a VRM the user drops in.
-CONTENT_SECURITY_POLICY = ("default-src 'self' blob: data:; connect-src 'self' blob: data:; "
-                           "img-src 'self' blob: data:; style-src 'self'; object-src 'none'; base-uri 'none'")
-
-
-def static_response(files: dict[str, StaticFile], path: str) -> Response:
-    found = files.get(path)
-    if found is None:
-        return text_response(http.HTTPStatus.NOT_FOUND, "not found\n")
-    headers = Headers({
-        "Content-Type": found.content_type,
-        "Content-Length": str(len(found.body)),
-        "Cache-Control": "no-cache",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-        "Connection": "close",
-    })
-    return Response(200, "OK", headers, found.body)
-
-
-def text_response(status: http.HTTPStatus, text: str) -> Response:
-    body = text.encode()
-    headers = Headers({"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body)),
-                       "Connection": "close"})
-    return Response(status.value, status.phrase, headers, body)
-
-
-# ---------------------------------------------------------------------------
-# The sink.
 
 @dataclass(eq=False)
 class _Client:
     connection: ServerConnection
     wire_format: str
     frames: deque
-    limiter: RateLimit
+    limiter: RateLimit  # its control messages' rate limit
     replies: deque = field(default_factory=lambda: deque(maxlen=REPLY_QUEUE))
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task | None = None
@@ -387,19 +112,23 @@ class _Client:
 
 
 class WebSocketSink:
-    """PoseSink serving pose frames over WebSocket (and the viewer over HTTP) from its own thread."""
+    """PoseSink serving pose frames over WebSocket (and the viewer over HTTP) from its own thread.
+
+    Control messages from its clients go to the callback given to ``on_control``.
+    """
 
     def __init__(self, options: WebSocketOptions = WebSocketOptions()):
         validate_options(options)
         self.options = options
         self._skeleton = get_skeleton(options.skeleton)
         self._files = load_static_files(VIEWER_DIR) if options.serve_viewer else {}
-        self._on_control: Callable[[Control], None] | None = None
+        self._control = WebSocketControl(options.max_control_bytes, options.control_rate_hz, options.styles,
+                                         on_error=self._count_error)
         self._vrm_pose = VrmPoseEncoder()
         self._pending = 0  # frames handed to the server thread and not yet fanned out
         self._clients: set[_Client] = set()
-        self._counts = {"frames_in": 0, "sent": 0, "dropped": 0, "errors": 0, "control_accepted": 0,
-                        "control_rejected": 0, "clients_refused": 0, "clients_total": 0}
+        self._counts = {"frames_in": 0, "sent": 0, "dropped": 0, "errors": 0, "clients_refused": 0,
+                        "clients_total": 0}
         self._last_error = ""
         self._closed = False
         self._ready = threading.Event()
@@ -413,7 +142,8 @@ class WebSocketSink:
         if self._startup_error is not None:
             self._thread.join()
             raise OSError(f"cannot serve WebSocket on {options.host}:{options.port}: {self._startup_error}; "
-                          "pick another port (--ws-port) or stop the program using it") from self._startup_error
+                          "pick another port (hop-live: --ws [HOST:]PORT) or stop the program using it"
+                          ) from self._startup_error
 
     # -- public API ----------------------------------------------------------
 
@@ -432,12 +162,12 @@ class WebSocketSink:
         return f"http://{self._url_host()}:{self.port}/{query}"
 
     def on_control(self, callback: Callable[[Control], None]) -> None:
-        """Register the engine's handler for validated control messages.
+        """Give the callback that receives each validated control message.
 
         It runs on the WebSocket thread: keep it short and thread-safe (e.g. set
-        fields read by the engine loop). Invalid messages never reach it.
+        fields another thread reads). Invalid messages never reach it.
         """
-        self._on_control = callback
+        self._control.on_control(callback)
 
     def send(self, frame: PoseFrame) -> None:
         """Hand a frame to the server thread; O(microseconds), never blocks on clients."""
@@ -464,13 +194,16 @@ class WebSocketSink:
         self._thread.join(timeout=self.options.close_timeout_s + 5.0)
 
     def stats(self) -> dict[str, float | int | str]:
-        return {**self._counts, "clients": len(self._clients), "last_error": self._last_error}
+        return {**self._counts, "control_accepted": self._control.accepted,
+                "control_rejected": self._control.rejected, "clients": len(self._clients),
+                "last_error": self._last_error}
 
     def client_stats(self) -> list[dict[str, int | str]]:
-        """One entry per connected client: its format, frames sent and dropped, control counts."""
+        """One entry per connected client: its format, frames sent, dropped and queued, control counts."""
         return [{"remote": str(client.connection.remote_address), "format": client.wire_format,
                  "sent": client.sent, "dropped": client.dropped, "queued": len(client.frames),
-                 "control_accepted": client.control_accepted, "control_rejected": client.control_rejected}
+                 "replies_queued": len(client.replies), "control_accepted": client.control_accepted,
+                 "control_rejected": client.control_rejected}
                 for client in list(self._clients)]
 
     # -- server thread -------------------------------------------------------
@@ -521,10 +254,11 @@ class WebSocketSink:
             self._count_error("server did not finish closing in time")
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        for name in ("Host", "Origin", "Upgrade", "Authorization"):
-            if len(request.headers.get_all(name)) > 1:
-                self._counts["clients_refused"] += 1
-                return text_response(http.HTTPStatus.BAD_REQUEST, f"more than one {name} header\n")
+        """Route one HTTP request: the viewer's files, or a WebSocket upgrade if the client may have one."""
+        repeated = ws_auth.repeated_header(request)
+        if repeated is not None:
+            self._counts["clients_refused"] += 1
+            return text_response(http.HTTPStatus.BAD_REQUEST, f"more than one {repeated} header\n")
         path, _, query = request.path.partition("?")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return static_response(self._files, path)
@@ -534,48 +268,19 @@ class WebSocketSink:
         formats = params.get("format", ["binary"])
         if len(formats) != 1 or formats[0] not in FORMATS:
             return text_response(http.HTTPStatus.BAD_REQUEST, f"format must be one of {FORMATS}\n")
-        if self.options.token is not None and not self._token_ok(request, params):
+        if self.options.token is not None and not ws_auth.token_ok(request, params, self.options.token):
             self._counts["clients_refused"] += 1
             return text_response(http.HTTPStatus.UNAUTHORIZED,
                                  "missing or wrong token: add ?token=... or an 'Authorization: Bearer' header\n")
-        if not self._origin_ok(request):
+        if not ws_auth.origin_ok(request, self.options.host, self.options.allowed_origins):
             self._counts["clients_refused"] += 1
             return text_response(http.HTTPStatus.FORBIDDEN,
-                                 "browser origin not allowed: open the viewer served by this server, "
-                                 "or add the origin to allowed_origins (--ws-origin)\n")
+                                 "browser origin not allowed: open the viewer this server serves, or list the "
+                                 "page's origin in WebSocketOptions.allowed_origins (hop-live has no flag for it)\n")
         if len(self._clients) >= self.options.max_clients:
             self._counts["clients_refused"] += 1
             return text_response(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
         return None
-
-    def _token_ok(self, request: Request, params: dict[str, list[str]]) -> bool:
-        expected = self.options.token.encode()  # type: ignore[union-attr]
-        offered = params.get("token", [])
-        authorization = request.headers.get("Authorization", "")
-        if authorization.startswith("Bearer "):
-            offered = [*offered, authorization.removeprefix("Bearer ")]
-        return any(hmac.compare_digest(candidate.encode(), expected) for candidate in offered)
-
-    def _origin_ok(self, request: Request) -> bool:
-        """Allow non-browser clients (no Origin), configured origins and same-origin viewer pages.
-
-        Same-origin means Origin == http://<Host header>. On a loopback bind the
-        Host must also be a loopback name, or a DNS-rebinding page (evil.example
-        resolved to 127.0.0.1) would count as same-origin; on a remote bind the
-        token already guards the door.
-        """
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True
-        if origin in self.options.allowed_origins:
-            return True
-        host = request.headers.get("Host", "")
-        if origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower()):
-            return False
-        if not is_loopback(self.options.host):
-            return True
-        host_name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return is_loopback(host_name)
 
     async def _handle(self, connection: ServerConnection) -> None:
         sock = connection.transport.get_extra_info("socket")
@@ -587,8 +292,8 @@ class WebSocketSink:
         query = connection.request.path.partition("?")[2]  # type: ignore[union-attr]
         wire_format = parse_qs(query).get("format", ["binary"])[0]
         client = _Client(connection, wire_format, deque(maxlen=self.options.client_queue_frames),
-                         RateLimit(self.options.control_rate_hz))
-        client.replies.append(hello_message(self._skeleton, wire_format, self.options))
+                         self._control.new_client())
+        client.replies.append(hello_message(self._skeleton, wire_format, self._control.describe()))
         client.wakeup.set()
         self._clients.add(client)
         self._counts["clients_total"] += 1
@@ -619,38 +324,12 @@ class WebSocketSink:
             pass
 
     def _on_message(self, client: _Client, message: str | bytes) -> None:
-        try:
-            self._check_control(client, message)
-        except Exception as error:  # a bug in validation must not drop the client or the server
-            self._count_error(f"control message check failed: {error!r}")
+        accepted, reply = self._control.handle(message, client.limiter)
+        if accepted:
+            client.control_accepted += 1
+        else:
             client.control_rejected += 1
-            self._counts["control_rejected"] += 1
-            client.push_reply({"type": "error", "error": "internal", "detail": "message could not be checked"})
-
-    def _check_control(self, client: _Client, message: str | bytes) -> None:
-        try:
-            if not client.limiter.allow():
-                raise ControlError("rate_limited",
-                                   f"at most {self.options.control_rate_hz:g} control messages per second")
-            if isinstance(message, bytes):
-                raise ControlError("binary", f"control messages are JSON text, e.g. {CONTROL_EXAMPLE}")
-            if len(message) > self.options.max_control_bytes or \
-                    len(message.encode("utf-8", "surrogatepass")) > self.options.max_control_bytes:
-                raise ControlError("too_large", f"control messages are limited to {self.options.max_control_bytes} bytes")
-            control = parse_control(message, self.options.styles)
-        except ControlError as error:
-            client.control_rejected += 1
-            self._counts["control_rejected"] += 1
-            client.push_reply({"type": "error", "error": error.code, "detail": error.detail})
-            return
-        client.control_accepted += 1
-        self._counts["control_accepted"] += 1
-        if self._on_control is not None:
-            try:
-                self._on_control(control)
-            except Exception as error:  # the engine's handler must not take the server down
-                self._count_error(f"control handler failed: {error!r}")
-        client.push_reply({"type": "accepted", "control": {k: v for k, v in vars(control).items() if v is not None}})
+        client.push_reply(reply)
 
     def _fan_out(self, frame: PoseFrame) -> None:
         self._pending -= 1

@@ -1,11 +1,14 @@
-"""Independent checks for the bridge tests: forward kinematics with scipy's Rotation."""
+"""Helpers for the bridge tests: forward kinematics with scipy's Rotation, test poses, an OSC receiver."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hop.bridges.retarget import Rig
+from hop.model.skeleton import get_skeleton
 
 
 def world_rotations(rig: Rig, local_quats: np.ndarray) -> list[Rotation]:
@@ -37,6 +40,24 @@ def angle_degrees(a: np.ndarray, b: np.ndarray) -> float:
 def random_unit_pose(rng: np.random.Generator, n_bones: int) -> np.ndarray:
     v = rng.normal(size=(n_bones, 3))
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape(-1).astype(np.float32)
+
+
+def swinging_arms_pose(t: float) -> np.ndarray:
+    """A moving TED Gesture pose without the model: the dataset's mean pose with both
+    arms swinging sideways (0.5 Hz) and a slight nod."""
+    skeleton = get_skeleton("ted_gesture")
+    bones = skeleton.mean_pose().reshape(-1, 3).astype(np.float64)
+    swing = math.radians(35) * math.sin(2 * math.pi * 0.5 * t)
+    for arm_bones, angle in (((4, 5), swing), ((7, 8), -swing)):  # left arm, right arm mirrored
+        # Rotation about z (the forward axis) raises an arm out to its side.
+        c, s = math.cos(angle), math.sin(angle)
+        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        bones[list(arm_bones)] = bones[list(arm_bones)] @ rotation.T
+    nod = math.radians(10) * math.sin(2 * math.pi * 1.0 * t)
+    c, s = math.cos(nod), math.sin(nod)
+    bones[[1, 2]] = bones[[1, 2]] @ np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]]).T
+    bones /= np.linalg.norm(bones, axis=1, keepdims=True)
+    return bones.reshape(-1).astype(np.float32)
 
 
 def perturbed(pose: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:

@@ -11,11 +11,12 @@ import time
 
 import numpy as np
 import pytest
+from bridges_testkit import swinging_arms_pose
 from websockets.sync.client import connect
 
 from hop.bridges.frame import PoseFrame
-from hop.bridges.ws import (BINARY_HEADER, VrmPoseEncoder, WebSocketOptions, WebSocketSink, encode_binary,
-                            encode_json, frame_joints, swinging_arms_pose)
+from hop.bridges.ws import WebSocketOptions, WebSocketSink
+from hop.bridges.ws_protocol import BINARY_HEADER, VrmPoseEncoder, encode_binary, encode_json, frame_joints
 from hop.model.skeleton import TED_EXPRESSIVE, TED_GESTURE
 
 

@@ -14,11 +14,11 @@ import warnings
 
 import numpy as np
 import pytest
+from bridges_testkit import swinging_arms_pose
 from scipy.spatial.transform import Rotation
 
 from hop.bridges.bvh import BvhOptions, BvhRecorder
 from hop.bridges.frame import PoseFrame, PoseSink
-from hop.bridges.ws import swinging_arms_pose
 from hop.model.skeleton import TED_GESTURE
 
 with warnings.catch_warnings():
@@ -26,6 +26,7 @@ with warnings.catch_warnings():
     import bvhio
 
 REPO = Path(__file__).resolve().parents[2]
+TESTKIT = str(Path(__file__).resolve().parent)  # bridges_testkit.py, for the recorder subprocesses
 JOINTS = ["Hips", "Neck", "Nose", "LeftCollar", "LeftShoulder", "LeftElbow", "RightCollar", "RightShoulder",
           "RightElbow"]
 # joint -> (where its bone points: a child joint or its End Site, the TED bone it must follow)
@@ -162,7 +163,7 @@ def test_bridges_bvh_is_a_pose_sink_that_counts_bad_frames(tmp_path):
     assert bvhio.readAsBvh(str(tmp_path / "bad.bvh")).FrameCount == 2
 
 
-def test_bridges_bvh_unwritable_path_is_a_clear_error(tmp_path):
+def test_bridges_bvh_unwritable_path_and_bad_options_are_clear_errors(tmp_path):
     with pytest.raises(OSError, match="cannot record BVH to"):
         BvhRecorder(tmp_path / "no" / "such" / "folder.bvh")
     with pytest.raises(ValueError, match="space"):
@@ -171,6 +172,22 @@ def test_bridges_bvh_unwritable_path_is_a_clear_error(tmp_path):
         BvhRecorder(tmp_path / "x.bvh", rig="unity_humanoid")
     with pytest.raises(TypeError):
         BvhRecorder(tmp_path / "x.bvh", no_such_option=1)
+    with pytest.raises(ValueError, match="fps"):
+        BvhRecorder(tmp_path / "x.bvh", fps=0)
+
+
+def test_bridges_bvh_options_object_and_keywords_are_the_same(tmp_path):
+    # hop-live passes BvhOptions(fps=..., skeleton=...); hop-soak passes the same as keywords.
+    by_options = BvhRecorder(tmp_path / "a.bvh", BvhOptions(fps=30.0, skeleton="ted_gesture", decimals=3))
+    by_keywords = BvhRecorder(tmp_path / "b.bvh", skeleton="ted_gesture", fps=30.0, decimals=3)
+    overridden = BvhRecorder(tmp_path / "c.bvh", BvhOptions(fps=15.0, decimals=3), fps=30.0)
+    for recorder in (by_options, by_keywords, overridden):
+        for i, dir_vec in enumerate(poses(3)):
+            recorder.send(PoseFrame(i, i / 30, dir_vec, speaking=True))
+        recorder.close()
+    assert by_options.options == by_keywords.options == overridden.options != BvhOptions()
+    assert by_options.stats()["frames"] == 3
+    assert (tmp_path / "a.bvh").read_bytes() == (tmp_path / "b.bvh").read_bytes() == (tmp_path / "c.bvh").read_bytes()
 
 
 RECORDER_SCRIPT = textwrap.dedent("""
@@ -183,8 +200,9 @@ RECORDER_SCRIPT = textwrap.dedent("""
     sys.modules["hop.model"] = model
     from hop.bridges.bvh import BvhRecorder, BvhOptions
     from hop.bridges.frame import PoseFrame
-    from hop.bridges.ws import swinging_arms_pose
-    path, mode, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    path, mode, limit, testkit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    sys.path.insert(0, testkit)
+    from bridges_testkit import swinging_arms_pose
     if mode == "limit":
         # A file size limit stands in for a full disk: writes past it fail with EFBIG.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -207,7 +225,7 @@ RECORDER_SCRIPT = textwrap.dedent("""
 def test_bridges_bvh_valid_after_sigterm(tmp_path):
     # Three recorders started together (their start-up dominates), killed at different moments.
     paths = [tmp_path / f"killed{attempt}.bvh" for attempt in range(3)]
-    children = [subprocess.Popen([sys.executable, "-c", RECORDER_SCRIPT, str(path), "kill", "0"],
+    children = [subprocess.Popen([sys.executable, "-c", RECORDER_SCRIPT, str(path), "kill", "0", TESTKIT],
                                  stdout=subprocess.PIPE, text=True, cwd=REPO) for path in paths]
     for attempt, (path, child) in enumerate(zip(paths, children)):
         assert child.stdout.readline().strip() == "recording"
@@ -227,7 +245,7 @@ def test_bridges_bvh_valid_after_sigterm(tmp_path):
 def test_bridges_bvh_disk_full_counted_and_file_stays_valid(tmp_path):
     path = tmp_path / "full.bvh"
     limit = 12000  # bytes: the header and a few dozen frames
-    child = subprocess.run([sys.executable, "-c", RECORDER_SCRIPT, str(path), "limit", str(limit)],
+    child = subprocess.run([sys.executable, "-c", RECORDER_SCRIPT, str(path), "limit", str(limit), TESTKIT],
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     assert child.returncode == 0, child.stderr
     stats = json.loads(child.stdout.strip().splitlines()[-1])

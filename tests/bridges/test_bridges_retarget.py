@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from bridges_testkit import angle_degrees, perturbed, random_unit_pose, world_positions, world_rotations
@@ -185,6 +188,20 @@ def test_bridges_space_documented_rules():
     np.testing.assert_allclose(convert_rotations(q, "unity", "vrm"), vq)
     with pytest.raises(ValueError, match="unknown space"):
         convert_space(p, q, "unity", "maya")
+
+
+# A change of axes written out by hand: a diagonal matrix, or a vector of three or four +-1s with a -1.
+AXIS_FLIP = re.compile(r"np\.diag\(|\[\s*(?=[^\]]*-)[-+]?1(?:\.0*)?(?:\s*,\s*[-+]?1(?:\.0*)?){2,3}\s*\]")
+
+
+def test_bridges_axis_changes_only_in_retarget():
+    bridges = Path(__file__).resolve().parents[2] / "bridges"
+    assert AXIS_FLIP.search("np.array([1.0, -1.0, -1.0, 1.0])") and AXIS_FLIP.search("np.diag([-1.0, 1.0, 1.0])")
+    assert not AXIS_FLIP.search("[1.0, 1.0, 1.0]") and not AXIS_FLIP.search("[0.0, -1.0, 0.0]")
+    offenders = [f"{path.name}:{number}: {line.strip()}"
+                 for path in sorted(bridges.glob("*.py")) if path.name != "retarget.py"
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if AXIS_FLIP.search(line)]
+    assert offenders == [], "convert with retarget.convert_points / convert_rotations and a space from SPACES"
 
 
 def test_bridges_retarget_is_the_same_in_every_space():

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from bridges_testkit import swinging_arms_pose
 from websockets.sync.client import connect
 
 from hop.bridges.frame import PoseFrame
-from hop.bridges.ws import WebSocketOptions, WebSocketSink, swinging_arms_pose
+from hop.bridges.ws import WebSocketOptions, WebSocketSink
 from hop.model.skeleton import TED_GESTURE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -1,7 +1,7 @@
 """Fuzzing the WebSocket control input: random and mutated messages, checked against a
 reference validator written here from the schema, through a real socket.
 
-Schema (bridges/ws.py): a JSON object {"type": "control", ...} with at least one of
+Schema (bridges/ws_control.py, bridges/control.py): a JSON object {"type": "control", ...} with at least one of
 "style" (1-32 of [A-Za-z0-9_-], one of the offered styles), "intensity" (a number,
 not a boolean, in [0, 2]) and "mute" (true/false), nothing else, no repeated keys,
 no NaN/Infinity, at most max_control_bytes of UTF-8.
@@ -17,7 +17,9 @@ import time
 
 from websockets.sync.client import connect
 
-from hop.bridges.ws import ControlError, WebSocketOptions, WebSocketSink, parse_control
+from hop.bridges.control import ControlError
+from hop.bridges.ws import WebSocketOptions, WebSocketSink
+from hop.bridges.ws_control import parse_control
 
 STYLES = ("calm", "lively", "host_2")
 MAX_BYTES = 512
