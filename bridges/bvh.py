@@ -49,7 +49,8 @@ class BvhOptions:
     skeleton: str = "ted_gesture"
     stream: int = 0  # one file records one speaker; frames of other streams are ignored
     decimals: int = 4  # digits after the point for angles and positions
-    queue_frames: int = 256  # frames waiting for the writer thread; more are dropped
+    queue_frames: int = 256  # frames waiting for the writer thread; more are dropped...
+    wait_when_behind: bool = False  # ...unless this is set (offline conversion: every frame, no clock to keep)
 
 
 def check_bvh_rig(rig: Rig) -> None:
@@ -160,6 +161,9 @@ class BvhRecorder:
             return
         if frame.stream != self.options.stream:
             self._counts["ignored"] += 1
+            return
+        if self.options.wait_when_behind:
+            self._queue.put(frame)
             return
         try:
             self._queue.put_nowait(frame)
