@@ -513,6 +513,8 @@ def test_bridges_ws_serves_viewer(make_sink):
         assert len(response.read()) > 100_000
     status, _ = raw_get(sink.port, "/ws")  # a plain GET of the socket path is not an upgrade
     assert status == 404
+    status, _ = raw_get(sink.port, "/viewer.js.source-sha256")  # build bookkeeping, not part of the viewer
+    assert status == 404
 
 
 TRAVERSALS = [
