@@ -76,7 +76,7 @@ def _settle(server: OscControlServer, total: int, timeout: float = 10.0) -> dict
         time.sleep(0.005)
 
 
-def test_bridges_osc_control_valid_messages_over_udp_reach_the_handler_and_bad_ones_are_counted():
+def test_valid_messages_over_udp_reach_the_handler_and_bad_ones_are_counted():
     server, received = _server()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     good = [("/hop/control/intensity", "f", [0.5]), ("/hop/control/intensity", "i", [2]),
@@ -106,7 +106,7 @@ def test_bridges_osc_control_valid_messages_over_udp_reach_the_handler_and_bad_o
     assert stats["last_error"].startswith("too_large")
 
 
-def test_bridges_osc_control_a_flood_is_rate_limited_per_sender():
+def test_a_flood_is_rate_limited_per_sender():
     server, received = _server(rate_hz=10.0)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     datagram = osc_message("/hop/control/intensity", "f", [1.0]).dgram
@@ -123,7 +123,7 @@ def test_bridges_osc_control_a_flood_is_rate_limited_per_sender():
     assert len(received.controls) == stats["accepted"]
 
 
-def test_bridges_osc_control_only_loopback_and_a_busy_port_is_a_clear_error():
+def test_only_loopback_and_a_busy_port_is_a_clear_error():
     with pytest.raises(ValueError, match="loopback only"):
         OscControlServer(OscControlOptions(host="0.0.0.0", port=0), lambda c: None)
     server, _ = _server()
@@ -134,7 +134,7 @@ def test_bridges_osc_control_only_loopback_and_a_busy_port_is_a_clear_error():
         server.close()
 
 
-def test_bridges_osc_control_a_handler_that_raises_does_not_stop_the_server():
+def test_a_handler_that_raises_does_not_stop_the_server():
     calls = []
 
     def handler(control):
@@ -213,7 +213,7 @@ def fuzz_datagrams(n: int, seed: int) -> list[bytes]:
     return out
 
 
-def test_bridges_osc_control_fuzz_parser_agrees_with_the_reference():
+def test_fuzz_parser_agrees_with_the_reference():
     datagrams = fuzz_datagrams(20000, seed=1)
     valid = 0
     for datagram in datagrams:
@@ -229,7 +229,7 @@ def test_bridges_osc_control_fuzz_parser_agrees_with_the_reference():
     assert valid > 2000, "the fuzz corpus should hold plenty of valid messages too"
 
 
-def test_bridges_osc_control_fuzz_through_the_socket_changes_state_only_when_valid():
+def test_fuzz_through_the_socket_changes_state_only_when_valid():
     datagrams = fuzz_datagrams(10000, seed=2)
     expected = [fields for fields in map(reference, datagrams) if fields is not None]
     server, received = _server(rate_hz=1e9)  # rate limiting has its own test
