@@ -176,6 +176,17 @@ def test_bridges_bvh_unwritable_path_and_bad_options_are_clear_errors(tmp_path):
         BvhRecorder(tmp_path / "x.bvh", fps=0)
 
 
+def test_bridges_bvh_wait_when_behind_writes_every_frame(tmp_path):
+    # A one-frame queue and a burst far faster than the writer: live recording drops and counts,
+    # offline conversion (wait_when_behind) blocks the sender instead and keeps every frame.
+    burst = poses(200)
+    live = record(tmp_path / "live.bvh", burst, BvhOptions(queue_frames=1))
+    offline = record(tmp_path / "offline.bvh", burst, BvhOptions(queue_frames=1, wait_when_behind=True))
+    assert live["dropped"] > 0 and live["frames"] + live["dropped"] == 200
+    assert offline["dropped"] == 0 and offline["frames"] == offline["sent"] == 200
+    assert bvhio.readAsBvh(str(tmp_path / "offline.bvh")).FrameCount == 200
+
+
 def test_bridges_bvh_options_object_and_keywords_are_the_same(tmp_path):
     # hop-live passes BvhOptions(fps=..., skeleton=...); hop-soak passes the same as keywords.
     by_options = BvhRecorder(tmp_path / "a.bvh", BvhOptions(fps=30.0, skeleton="ted_gesture", decimals=3))
