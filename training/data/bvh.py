@@ -35,6 +35,10 @@ Command line (``hop-convert-bvh``)::
 
     hop-convert-bvh OUT_CORPUS FILE.bvh [FILE.bvh ...] [--speaker NAME]
 
+Files are read leniently: when the header's "Frames:" disagrees with the rows, the
+rows are read and the decision is warned (``parse_bvh(strict=False)``; BEAT v1's
+shipped take 0_1_1 is a 15 fps file that kept its 120 fps header).
+
 A ``.wav`` (any rate) and ``.TextGrid`` with the BVH's stem beside it become the
 clip's speech and words (both must start with the motion). Without a wav the clip's
 audio is silence of the motion's length and it has no words: usable for motion-only
@@ -44,6 +48,7 @@ work (the FGD feature autoencoder), filtered out by the 2-word window filter.
 from __future__ import annotations
 
 import argparse
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +76,8 @@ class Bvh:
     joints: list[BvhJoint]
     frame_time: float
     motion: np.ndarray  # (frames, channels)
+    header_frames: int | None = None  # the header's "Frames:" when it disagrees with the rows read
+    notes: list[str] = field(default_factory=list)  # what a lenient read had to decide, for the user
 
     @property
     def fps(self) -> float:
@@ -86,7 +93,18 @@ class Bvh:
         raise KeyError(name)
 
 
-def parse_bvh(text: str) -> Bvh:
+def parse_bvh(text: str, strict: bool = True, fps: float | None = None) -> Bvh:
+    """Parse BVH text.
+
+    ``strict`` (the default) refuses a file whose rows disagree with its header's
+    "Frames:". With ``strict=False`` the rows decide: every whole row is read, the
+    header's count is kept in ``header_frames`` and the decision is written to
+    ``notes`` (and warned). When the header's count is close to a whole multiple k
+    of the rows (within 1 %), the file is taken for a k-fold decimated export that
+    kept its original header: the frame time becomes k times the header's (BEAT v1's
+    shipped take 0_1_1 says 7669 frames at 1/120 s and holds 957 rows at 15 fps).
+    ``fps`` overrides the frame time whatever the header says.
+    """
     tokens = text.split()
     pos = 0
 
@@ -140,14 +158,48 @@ def parse_bvh(text: str) -> Bvh:
     if take().upper() != "FRAME" or take().rstrip(":").upper() != "TIME":
         raise ValueError("expected 'Frame Time:'")
     frame_time = float(take())
-    values = np.array(tokens[pos:pos + n_frames * n_channels], dtype=np.float64)
-    if values.size != n_frames * n_channels:
-        raise ValueError(f"BVH declares {n_frames} frames of {n_channels} channels but holds {values.size} values")
-    return Bvh(joints, frame_time, values.reshape(n_frames, n_channels))
+    if strict:
+        values = np.array(tokens[pos:pos + n_frames * n_channels], dtype=np.float64)
+        if values.size != n_frames * n_channels:
+            raise ValueError(f"BVH declares {n_frames} frames of {n_channels} channels but holds {values.size} "
+                             "values (parse with strict=False to read the rows there are)")
+        bvh = Bvh(joints, frame_time, values.reshape(n_frames, n_channels))
+    else:
+        bvh = _lenient_motion(joints, n_frames, frame_time, tokens[pos:], n_channels)
+    if fps is not None:
+        bvh.notes.append(f"frame time set to 1/{fps:g} s by the caller (header: {bvh.frame_time:g} s)")
+        bvh.frame_time = 1.0 / fps
+    return bvh
 
 
-def read_bvh(path: str | Path) -> Bvh:
-    return parse_bvh(Path(path).read_text(encoding="utf-8", errors="replace"))
+def _lenient_motion(joints: list[BvhJoint], n_frames: int, frame_time: float, values: list[str],
+                    n_channels: int) -> Bvh:
+    rows, extra = divmod(len(values), max(n_channels, 1))
+    notes = []
+    if extra:
+        notes.append(f"the last {extra} values do not fill a row of {n_channels} channels: dropped")
+    if rows == 0:
+        raise ValueError(f"BVH holds no whole row of {n_channels} channels")
+    motion = np.array(values[:rows * n_channels], dtype=np.float64).reshape(rows, n_channels)
+    header_frames = None
+    if rows != n_frames:
+        header_frames = n_frames
+        k = round(n_frames / rows)
+        if k >= 2 and abs(n_frames - k * rows) <= 0.01 * n_frames:
+            notes.append(f"header says {n_frames} frames at {frame_time:g} s but the file holds {rows} rows "
+                         f"(about 1 in {k}): read as a {k}-fold decimated export, {k * frame_time:g} s per row "
+                         f"({1.0 / (k * frame_time):.4g} fps)")
+            frame_time *= k
+        else:
+            notes.append(f"header says {n_frames} frames but the file holds {rows} rows: "
+                         f"read {rows} rows at the header's {frame_time:g} s")
+    for note in notes:
+        warnings.warn(f"BVH: {note}", stacklevel=3)
+    return Bvh(joints, frame_time, motion, header_frames, notes)
+
+
+def read_bvh(path: str | Path, strict: bool = True, fps: float | None = None) -> Bvh:
+    return parse_bvh(Path(path).read_text(encoding="utf-8", errors="replace"), strict=strict, fps=fps)
 
 
 def forward_kinematics(bvh: Bvh, zero_pose: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -297,7 +349,7 @@ def convert_bvh(path: str | Path, wav: str | Path | None = None, textgrid: str |
     from .beat2 import read_wav_16k
     from .textgrid import read_words
 
-    bvh = read_bvh(path)
+    bvh = read_bvh(path, strict=False)  # a header frame count that disagrees with the rows: warned, rows read
     dir_vec = renormalise(resample_frames(bvh_to_ted(bvh, joint_map), src_fps=bvh.fps, dst_fps=POSE_FPS))
     if wav is not None:
         audio = read_wav_16k(wav)
