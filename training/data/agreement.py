@@ -29,16 +29,16 @@ most of it is a constant offset per bone (the generic SMPL-X rest skeleton is no
 this speaker's, BEAT's rig carries its neck further forward): one constant rotation
 per bone leaves about 4 deg. On the hands:
 
-* wrist -> thumb_1 is 36 deg off but constant (1 deg once one rotation is removed):
-  BEAT's rig puts the thumb's CMC joint 2 cm from the wrist, SMPL-X 3-4 cm out
-  towards the index. A definition, not motion.
+* wrist -> thumb_1 is 36 deg off but constant (1 deg in the palm's frame once one
+  rotation is removed): BEAT's rig puts the thumb's CMC joint 2 cm from the wrist,
+  the generic SMPL-X hand 3-4 cm out towards the index. A definition, not motion.
 * the little finger's first phalanx is 25 deg off (was 40 deg): the SMPL-X rest hand
   is a guess. With the fingers of the rest hand parallel, BEAT2's rotations made
-  the index and little fingers cross their neighbours (in the palm plane they
-  converged on the middle finger by 28 deg), which hands do not do; the rest
-  fingers now follow their metacarpal rays, which also brought the fingers' mean
-  from 15.8 to 13.7 deg. What remains is the little finger splayed 15-20 deg more
-  in BEAT's solve than in BEAT2's fit.
+  the index and little fingers cross their neighbours (in the palm plane their
+  first phalanges pointed 28 deg towards each other), which hands do not do; the
+  rest fingers now follow their metacarpal rays, which also brought the fingers'
+  mean from 15.9 / 15.6 to 13.8 / 13.5 deg. What remains is the little finger
+  splayed 20-25 deg further in BEAT's solve than in BEAT2's fit.
 * finger bends (knuckles, middle joints) agree in size without any SMPL-X mean hand
   pose added, and move together (flexion correlation about 0.5 per hand).
 """
