@@ -151,7 +151,7 @@ def options_from_args(args) -> SessionOptions:
     return SessionOptions(
         mic=args.mic if args.mic is not None else None,
         input=DEMO_SPEECH if demo_sample else args.input,
-        realtime=not args.fast,
+        fast=args.fast,
         loop=args.loop,
         samplerate=args.samplerate,
         outputs=tuple(outputs),

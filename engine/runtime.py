@@ -1,18 +1,17 @@
-"""The real-time loop: ring buffer -> model -> motion shaping -> sinks.
+"""The live driver: ring buffer -> FramePipeline -> sinks, paced by captured audio.
 
-One thread owns the model. It waits for the audio of the next pose frame, reads
-it from the ring, cleans it (sanitiser), decides voice activity, hands it to the
-ASR process, advances the model by the frames that are complete, shapes the
-poses (idle, crossfade, intensity, smoothing) and gives them to every sink, all
-stamped with the capture time of their newest audio sample.
+One thread owns the pipeline (hop.engine.pipeline: sanitiser, voice activity,
+words, model, motion shaping, send clock). It waits for the audio of the next
+pose frame, reads it from the ring, runs the pipeline on the frames that are
+complete and sends each frame's sends at the wire rate, stamped with the capture
+time of their newest audio sample. What this module adds to the pipeline is only
+capture, pacing and deadlines; offline conversion uses the pipeline without it.
 
 Latency never grows: in real time, when more than ``skip_backlog_frames`` frames
 are waiting (the CPU was taken away, a burst arrived), the loop lets the older
 audio pass through the front end without running the model and goes on with the
 newest frame; the skipped frames are counted. When no audio arrives at all (a
 vanished microphone), the loop keeps emitting idle motion on the wall clock.
-Offline (a file converted faster than real time) nothing is skipped and every
-frame reaches the sinks.
 """
 
 from __future__ import annotations
@@ -21,41 +20,33 @@ import collections
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from hop.bridges.frame import PoseFrame, PoseSink
-from hop.engine.motion import MotionOptions, MotionShaper, SendClock
+from hop.engine.outputs import Outputs
+from hop.engine.pipeline import FramePipeline, PipelineFrame
 from hop.engine.ring import RingOverrun, SampleRing
-from hop.engine.sanitize import AudioSanitizer
 from hop.engine.status import EngineStatus, SourceState
-from hop.engine.vad import VadOptions, VoiceActivityDetector
 from hop.model.stream import HopStream
-from hop.model.text import WordPieces, align_tokens
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    send_rate: float = 60.0  # sends per second; model frames are spread over it (SendClock)
     max_frames_per_step: int = 2  # a backlog up to this is computed in one model call
-    skip_backlog_frames: int = 2  # real time: a larger backlog is skipped, never queued
+    skip_backlog_frames: int = 2  # a larger backlog is skipped, never queued
     audio_delay_s: float = 0.0  # hold poses back to line up with audio the audience hears later
     idle_after_s: float = 0.3  # no audio this long (device lost, not started): idle motion on the wall clock
-    realtime: bool = True  # False: offline conversion, every frame is computed and sent
     stream: int = 0  # the PoseFrame.stream index of this engine's output
-    motion: MotionOptions = field(default_factory=MotionOptions)
 
-    def validate(self, pose_fps: float) -> None:
+    def validate(self) -> None:
         if self.max_frames_per_step < 1 or self.skip_backlog_frames < self.max_frames_per_step:
             raise ValueError("need 1 <= max_frames_per_step <= skip_backlog_frames, got "
                              f"{self.max_frames_per_step} and {self.skip_backlog_frames}")
         if not 0.0 <= self.audio_delay_s <= 5.0:
             raise ValueError(f"audio delay must be within 0..5 s, got {self.audio_delay_s}")
-        if self.send_rate < pose_fps:
-            raise ValueError(f"send rate {self.send_rate} Hz is below the model's {pose_fps} pose fps")
-        self.motion.validate()
 
 
 class Source:
@@ -72,27 +63,18 @@ class Source:
 class Engine:
     """Owns the loop thread. ``run()`` blocks until ``stop()`` or the end of a file source."""
 
-    def __init__(self, stream: HopStream, ring: SampleRing, source: Source, sinks: list[PoseSink],
-                 options: RuntimeOptions = RuntimeOptions(), status: EngineStatus | None = None,
-                 asr=None, tokenizer=None, skeleton: str = "ted_gesture"):
-        self.stream = stream
+    def __init__(self, pipeline: FramePipeline, ring: SampleRing, source: Source, outputs: Outputs | list[PoseSink],
+                 options: RuntimeOptions = RuntimeOptions(), status: EngineStatus | None = None):
+        options.validate()
+        self.pipeline = pipeline
         self.ring = ring
         self.source = source
-        self.sinks = list(sinks)
         self.options = options
         self.status = status or EngineStatus()
-        self.asr = asr
-        self.skeleton = skeleton
-        mel = stream.model.cfg.mel
-        self.pose_fps = mel.fps
-        options.validate(self.pose_fps)
-        self._mel = mel
-        self.sanitizer = AudioSanitizer()
-        self.vad = VoiceActivityDetector(VadOptions(sample_rate=mel.sample_rate, frame_rate=mel.fps))
-        motion = MotionOptions(**{**options.motion.__dict__, "pose_fps": float(self.pose_fps)})
-        self.shaper = MotionShaper(stream.model.mean_pose.detach().cpu().numpy(), motion)
-        self.send_clock = SendClock(self.pose_fps, options.send_rate)
-        self._pieces = WordPieces(tokenizer) if tokenizer is not None else None
+        self.outputs = outputs if isinstance(outputs, Outputs) else Outputs(list(outputs), self.status)
+        self.skeleton = pipeline.stream.model.cfg.skeleton
+        self.pose_fps = pipeline.pose_fps
+        self._mel = pipeline.mel
         self._read_pos = 0  # next ring sample the model has not consumed
         # Sends waiting for their time, in due order: (due, pose, capture time, speaking, fresh, idle);
         # fresh = the first send of a model frame with new audio, the one whose latency is measured;
@@ -103,9 +85,6 @@ class Engine:
         self._controls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._last_audio_at = time.perf_counter()
         self._next_idle_at = 0.0
-        self.late_tokens = 0
-        self.model_seconds = 0.0  # time spent inside the model, for the benchmarks
-        self.model_frames = 0
         # Send accounting (see _account): every send a model frame owes is written, pending,
         # superseded by a newer frame, or belongs to a skipped frame.
         self.sends_superseded = 0
@@ -113,22 +92,22 @@ class Engine:
         self._first_audio: tuple[float, int] | None = None  # (perf_counter, ring.written): drift reference
         self._drift_settled = False
         self.latency_trace: list[tuple[float, float]] | None = None  # set to a list to log (sent_at, latency_s)
-        self._sink_errors: dict[int, int] = {}  # errors each sink had counted at the last publish
 
     # -- control from other threads (WebSocket clients, signal handlers) ---------------
     def stop(self) -> None:
         self._stop.set()
 
     def set_intensity(self, value: float) -> None:
-        self.shaper.set_intensity(value)  # validates now, in the caller's thread
-        self._controls.put(lambda: self.shaper.set_intensity(value))
+        shaper = self.pipeline.shaper
+        shaper.set_intensity(value)  # validates now, in the caller's thread
+        self._controls.put(lambda: shaper.set_intensity(value))
 
     def set_muted(self, muted: bool) -> None:
-        self._controls.put(lambda: setattr(self.shaper, "muted", bool(muted)))
+        self._controls.put(lambda: setattr(self.pipeline.shaper, "muted", bool(muted)))
 
     def set_style(self, apply: Callable[[HopStream], None]) -> None:
         """``apply(stream)`` runs on the loop thread between model steps (e.g. stream.set_style(...))."""
-        self._controls.put(lambda: apply(self.stream))
+        self._controls.put(lambda: apply(self.pipeline.stream))
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -152,7 +131,7 @@ class Engine:
 
     def _advance(self) -> bool:
         """Wait a little for audio, compute what is ready; False when a file source has ended."""
-        needed = self._mel.samples_for(self.stream.frames_done + 1)
+        needed = self._mel.samples_for(self.pipeline.frames_done + 1)
         timeout = 0.02 if not self._sends else max(0.0, min(0.02, self._sends[0][0] - time.perf_counter()))
         if self.ring.wait_for(needed, timeout):
             now = time.perf_counter()
@@ -168,43 +147,30 @@ class Engine:
                 and self.ring.written < needed:
             return False
         now = time.perf_counter()
-        if self.options.realtime and now - self._last_audio_at > self.options.idle_after_s:
+        if now - self._last_audio_at > self.options.idle_after_s:
             self._emit_idle(now)
         return True
 
     def _compute_ready(self) -> None:
-        mel, opts = self._mel, self.options
-        written = self.ring.written
-        ready = mel.frames_in(written) - self.stream.frames_done
-        if opts.realtime and ready > opts.skip_backlog_frames:
+        mel, opts, pipeline = self._mel, self.options, self.pipeline
+        ready = mel.frames_in(self.ring.written) - pipeline.frames_done
+        if ready > opts.skip_backlog_frames:
             self._skip(ready - 1)
             ready = 1
-        n = min(ready, opts.max_frames_per_step)
-        end = mel.samples_for(self.stream.frames_done + n)
+        end = mel.samples_for(pipeline.frames_done + min(ready, opts.max_frames_per_step))
         samples = self._read(end)
         if samples is None:
             return
-        speaking = self._listen(samples, self._read_pos)
-        self._read_pos = end
+        first_index, self._read_pos = self._read_pos, end
         self.ring.release(end)
-        self._take_words()
-        started = time.perf_counter()
-        poses = self.stream.push_audio(samples)[0]
-        self.model_seconds += time.perf_counter() - started
-        self.model_frames += len(poses)
-        first = self.stream.frames_done - len(poses)
-        for i, pose in enumerate(poses):
-            frame_no = first + i
-            newest_sample = mel.samples_for(frame_no + 1) - 1
-            capture_time = self.ring.capture_time(newest_sample)
-            shaped = self.shaper(pose, bool(speaking[i]) if i < len(speaking) else self.vad.speaking,
-                                 frame_no / self.pose_fps)
-            stale = opts.realtime and i < len(poses) - 1  # catching up: only the newest goes out
-            if stale:
+        frames = pipeline.process(samples, first_index)
+        self.status.speaking = pipeline.vad.speaking
+        for i, frame in enumerate(frames):
+            if i < len(frames) - 1:  # catching up: only the newest goes out
                 self.status.frames_skipped += 1
-                self.send_clock.expand(shaped)
                 continue
-            self._schedule(shaped, capture_time, bool(self.shaper.speech_weight > 0.5))
+            newest_sample = mel.samples_for(frame.number + 1) - 1
+            self._schedule(frame, self.ring.capture_time(newest_sample))
 
     def _read(self, end: int) -> np.ndarray | None:
         try:
@@ -215,77 +181,51 @@ class Engine:
             self.status.ring_overruns += 1
             self.status.record_error(str(overrun))
             lost = np.zeros(overrun.oldest_available - self._read_pos, dtype=np.float32)
-            self.status.frames_skipped += self.stream.skip_audio(lost)
+            self.status.frames_skipped += self.pipeline.stream.skip_audio(lost)
             self._read_pos = overrun.oldest_available
             return None
 
     def _skip(self, frames: int) -> None:
-        end = self._mel.samples_for(self.stream.frames_done + frames)
+        end = self._mel.samples_for(self.pipeline.frames_done + frames)
         samples = self._read(end)
         if samples is None:
             return
-        self._listen(samples, self._read_pos)
-        self._read_pos = end
-        self.status.frames_skipped += self.stream.skip_audio(samples)
-
-    def _listen(self, samples: np.ndarray, first_index: int) -> np.ndarray:
-        """Clean the audio (in place); voice activity per completed frame."""
-        clean = self.sanitizer.process(samples)
-        if self.asr is not None:
-            self.asr.feed(clean, first_index=first_index)
-        speaking = self.vad.process(clean)
-        self.status.speaking = self.vad.speaking
-        return speaking
-
-    def _take_words(self) -> None:
-        if self.asr is None or self._pieces is None:
-            return
-        words = self.asr.poll()
-        if not words:
-            return
-        last_end = max(w.end_s for w in words)
-        n_frames = int(np.ceil(last_end * self.pose_fps)) + 1
-        tokens = align_tokens([(w.word, w.start_s, w.end_s) for w in words], n_frames, self._pieces,
-                              fps=self.pose_fps)
-        wanted = {int(f): int(t) for f, t in enumerate(tokens) if t != self._pieces.pad_id}
-        self.late_tokens += self.stream.add_tokens(0, wanted)
+        first_index, self._read_pos = self._read_pos, end
+        self.status.frames_skipped += self.pipeline.skip(samples, first_index)
 
     def _emit_idle(self, now: float) -> None:
         """No audio: keep the avatar alive at the pose rate."""
         if now < self._next_idle_at:
             return
         self._next_idle_at = max(self._next_idle_at + 1.0 / self.pose_fps, now)
-        shaped = self.shaper(None, False, now - self.status.started_at)
-        self._schedule(shaped, capture_time=None, speaking=False, idle=True)
+        self._schedule(self.pipeline.idle(now - self.status.started_at), capture_time=None)
 
-    def _schedule(self, pose: np.ndarray, capture_time: float | None, speaking: bool, idle: bool = False) -> None:
+    def _schedule(self, frame: PipelineFrame, capture_time: float | None) -> None:
+        """Queue a frame's sends, the first now (plus the audio delay), the rest a send period apart;
+        ``capture_time`` None: idle motion, made without audio."""
+        idle = capture_time is None
         due = time.perf_counter() + self.options.audio_delay_s
         # Extrapolations of the previous frame not yet sent are superseded by this frame
         # (counted: a frame whose audio came early gives fewer than sends_per_frame sends).
         while self._sends and self._sends[-1][0] >= due and not self._sends[-1][4]:
             if not self._sends.pop()[5]:
                 self.sends_superseded += 1
-        for k, send in enumerate(self.send_clock.expand(pose)):
-            when = due + k * self.send_clock.interval_s if self.options.realtime else due
-            fresh = k == 0 and capture_time is not None
-            self._sends.append((when, send, capture_time if capture_time is not None else when, speaking, fresh,
-                                idle))
+        interval = self.pipeline.send_clock.interval_s
+        for k, send in enumerate(frame.sends):
+            when = due + k * interval
+            self._sends.append((when, send, when if idle else capture_time, frame.speaking, k == 0 and not idle, idle))
 
     def _flush_due_sends(self, everything: bool = False) -> None:
-        """Send what is due; ``everything``: the rest too (in real time, each at its due time)."""
+        """Send what is due; ``everything``: the rest too, each at its due time."""
         now = time.perf_counter()
         while self._sends and (everything or self._sends[0][0] <= now):
-            if everything and self.options.realtime:
+            if everything:
                 time.sleep(max(0.0, self._sends[0][0] - time.perf_counter()))
             _, pose, capture_time, speaking, fresh, idle = self._sends.popleft()
             frame = PoseFrame(index=self._send_index, capture_time=capture_time, dir_vec=pose, speaking=speaking,
                               stream=self.options.stream, skeleton=self.skeleton)
             self._send_index += 1
-            for sink in self.sinks:
-                try:
-                    sink.send(frame)
-                except Exception as error:  # a sink must not raise; if one does, it must not stop the show
-                    self.status.record_error(f"{type(sink).__name__}.send failed: {error!r}")
+            self.outputs.send(frame)
             sent_at = time.perf_counter()
             if fresh:
                 self.status.record_frame(sent_at - frame.capture_time, emitted_at=sent_at)
@@ -315,24 +255,10 @@ class Engine:
             self.status.source_name = source.name
             self.status.source_state = source.state
             self.status.source_message = source.message
-        if self.asr is not None:
-            self.asr.publish(self.status)
-        self.status.sanitizer = self.sanitizer.counts.as_dict()
-        dropped = 0
-        for i, sink in enumerate(self.sinks):
-            try:
-                stats = sink.stats()
-                dropped += int(stats.get("dropped", 0))
-                errors = int(stats.get("errors", 0))
-            except Exception:
-                continue
-            # Sinks count their failures instead of raising (an unreachable OSC target, a full
-            # disk): new ones go into the status too, so --stats and monitors see them.
-            if errors > self._sink_errors.get(i, 0):
-                self.status.record_error(f"{type(sink).__name__}: {errors - self._sink_errors.get(i, 0)} new "
-                                         f"send errors, last: {stats.get('last_error', '')}")
-                self._sink_errors[i] = errors
-        self.status.frames_dropped = dropped
+        if self.pipeline.asr is not None:
+            self.pipeline.asr.publish(self.status)
+        self.status.sanitizer = self.pipeline.sanitizer.counts.as_dict()
+        self.outputs.publish()
 
     def _account(self) -> None:
         """Publish where every send went, taken at one point of the loop so the figures agree.
@@ -346,9 +272,9 @@ class Engine:
         system's shows here (as do gaps while a device was lost), not as missing sends.
         """
         now = time.perf_counter()
-        per_frame = self.send_clock.per_frame
+        per_frame = self.pipeline.send_clock.per_frame
         rate = self._mel.sample_rate
-        frames_done = self.stream.frames_done
+        frames_done = self.pipeline.frames_done
         audio_sends_written = self.status.frames_emitted - self.idle_sends_written
         pending = sum(1 for send in self._sends if not send[5])
         unaccounted = (frames_done - self.status.frames_skipped) * per_frame - audio_sends_written \
@@ -364,7 +290,7 @@ class Engine:
             "audio_samples_captured": self.ring.written,
             "audio_samples_consumed": self._mel.samples_for(frames_done),
             "pose_frames": frames_done,
-            "pose_frames_computed": self.model_frames,
+            "pose_frames_computed": self.pipeline.model_frames,
             "pose_frames_skipped": self.status.frames_skipped,
             "sends_per_frame": per_frame,
             "sends_written": self.status.frames_emitted,

@@ -1,9 +1,12 @@
-"""One run of the engine, from options to a report: what `hop-live` does, as a function.
+"""One run of the engine, from one options object to a report: what `hop-live` does.
 
-``run_session(options, stop)`` loads the model, opens the source and the outputs,
-runs the loop until the source ends, ``stop`` is set or the duration is over,
-closes everything (a BVH is finished even after Ctrl-C) and returns a report:
-the final status figures, each sink's own figures, and what was written.
+``build_session(options)`` is the only place that wires a run together: it loads
+the model and its backend, builds the per-chunk pipeline (hop.engine.pipeline),
+opens the outputs and control inputs, and either a live source with the real-time
+driver (hop.engine.runtime) or, with ``fast``, a whole file for offline
+conversion. ``Session.run(stop)`` runs it until the source ends, ``stop`` is set
+or the duration is over, closes everything (a BVH is finished even after Ctrl-C)
+and returns a report. hop-live, hop-bench and hop-soak all build their runs here.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 
 from hop.engine.backends import BackendError, BackendOptions, prepare
 from hop.engine.motion import MotionOptions, sends_per_frame
+from hop.engine.outputs import Outputs
+from hop.engine.pipeline import FramePipeline, offline_pose_frames
 from hop.engine.ring import RingOptions, SampleRing
 from hop.engine.runtime import Engine, RuntimeOptions
 from hop.engine.status import EngineStatus
@@ -50,7 +55,7 @@ class OutputSpec:
 class SessionOptions:
     mic: str | None = None
     input: Path | None = None
-    realtime: bool = True
+    fast: bool = False  # with input: offline conversion, every frame, as fast as the CPU goes
     loop: bool = False
     samplerate: float | None = None
     outputs: tuple[OutputSpec, ...] = ()
@@ -136,9 +141,191 @@ def warm_up(model: Hop, step, device: str) -> None:
     HopStream(model, device=device, step=step).push_audio(np.zeros(model.cfg.mel.sample_rate // 2, np.float32))
 
 
-# -- outputs -----------------------------------------------------------------------------
+# -- the session ---------------------------------------------------------------------------
 
-def open_sinks(options: SessionOptions, skeleton: str, wire_rate: float, engine_ref: list) -> list:
+class Session:
+    """A run, built: the pipeline, its outputs and either a live driver or a file to convert."""
+
+    def __init__(self, options: SessionOptions, model: Hop, model_note: str, pipeline: FramePipeline,
+                 status: EngineStatus, audio: np.ndarray | None):
+        self.options = options
+        self.model = model
+        self.model_note = model_note
+        self.pipeline = pipeline
+        self.status = status
+        self.audio = audio  # offline conversion: the whole input at 16 kHz
+        self.wire_rate = pipeline.pose_fps * pipeline.send_clock.per_frame
+        self.outputs = Outputs([], status)  # the live driver feeds the same Outputs
+        self.engine: Engine | None = None  # the live driver; None for offline conversion
+        self.controls = None
+        self.recorder: _FrameRecorder | None = None
+
+    def apply_control(self, control) -> None:
+        """A validated control message from the WebSocket or OSC input (runs on that input's thread)."""
+        if self.engine is not None:
+            apply_control(self.engine, control)
+
+    def run(self, stop: threading.Event | None = None) -> dict:
+        """Run to the end of the input, ``stop`` or the duration; close everything; the report."""
+        stop = stop or threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(stop,), daemon=True)
+        watcher.start()
+        started = time.perf_counter()
+        error = None
+        try:
+            if self.engine is not None:
+                self.engine.run()
+            else:
+                self._convert(stop)
+        except Exception as exc:  # a source that cannot open (CaptureError) and the like
+            error = exc
+        finally:
+            stop.set()
+            watcher.join(timeout=2)
+            self.close()
+        if error is not None:
+            raise SessionError(str(error)) from error
+        return self._report(time.perf_counter() - started)
+
+    def close(self) -> None:
+        if self.controls is not None:
+            self.controls.close()
+        self.outputs.close()
+        if self.pipeline.asr is not None:
+            self.pipeline.asr.stop()
+
+    def _convert(self, stop: threading.Event) -> None:
+        """Offline: every send of the file, in order, to every output; nothing real-time."""
+        self.status.source_name = str(self.options.input)
+        for frame in offline_pose_frames(self.pipeline, self.audio, self.model.cfg.skeleton):
+            if stop.is_set():
+                break
+            self.outputs.send(frame)
+            self.status.frames_emitted += 1
+        self.status.sanitizer = self.pipeline.sanitizer.counts.as_dict()
+        self.outputs.publish()
+
+    def _watch(self, stop: threading.Event) -> None:
+        """Stops the run on request or at the duration; prints and saves live status."""
+        options = self.options
+        deadline = time.perf_counter() + options.duration_s if options.duration_s else None
+        last_json = 0.0
+        while not stop.wait(0.5):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            if options.stats_line:
+                print("\r" + self.status.status_line()[:160].ljust(160), end="", file=sys.stderr, flush=True)
+            if options.stats_json is not None and time.perf_counter() - last_json >= 1.0:
+                _write_json(options.stats_json, self.status.snapshot())
+                last_json = time.perf_counter()
+        if options.stats_line:
+            print(file=sys.stderr)
+        stop.set()
+        if self.engine is not None:
+            self.engine.stop()
+
+    def _report(self, seconds: float) -> dict:
+        pipeline = self.pipeline
+        summary = {
+            "model": self.model_note,
+            "source": self.status.source_name,
+            "seconds": round(seconds, 2),
+            "pose_frames_computed": pipeline.model_frames,
+            "model_ms_per_frame": round(1000 * pipeline.model_seconds / max(pipeline.model_frames, 1), 3),
+            **{k: v for k, v in self.status.snapshot().items() if k in (
+                "frames_emitted", "frames_skipped", "frames_dropped", "accounting", "latency_ms", "ring_overruns",
+                "input_overflows", "sanitizer", "asr", "recent_errors", "control_inputs")},
+            "outputs": self.outputs.stats(),
+        }
+        if self.audio is not None:
+            summary["audio_s"] = round(len(self.audio) / self.model.cfg.mel.sample_rate, 3)
+            summary["wire_rate"] = self.wire_rate
+        if self.options.stats_json is not None:
+            _write_json(self.options.stats_json, summary)
+        if self.recorder is not None and self.options.report_dir is not None:
+            from hop.engine.report import write_run_report
+            summary["files"] = write_run_report(self.options.report_dir, self.recorder.frames,
+                                                list(self.recorder.latencies), self.model.cfg.skeleton)
+        return {"summary": summary}
+
+
+def build_session(options: SessionOptions, *, model: tuple[Hop, str] | None = None,
+                  status: EngineStatus | None = None, extra_sinks: tuple = ()) -> Session:
+    """Everything a run needs, from one options object. For tools and tests: ``model`` an already
+    loaded (model, note), ``status`` one to fill, ``extra_sinks`` outputs beside the options' own."""
+    settings = options.engine
+    if options.fast and options.input is None:
+        raise SessionError("--fast converts a file: give it --input FILE")
+    audio = _load_input(options) if options.fast else None  # a bad file is refused before the model loads
+    model, model_note = model or load_model(options.checkpoint)
+    print(f"hop-live: {model_note}", file=sys.stderr)
+    try:
+        step = prepare(model, BackendOptions(settings.backend, settings.device, settings.threads or None,
+                                             settings.lm_weights))
+    except BackendError as error:
+        raise SessionError(str(error)) from None
+    warm_up(model, step, settings.device)
+    stream = HopStream(model, device=settings.device, step=step)
+    apply_style(stream, options.style)
+    status = status or EngineStatus()
+    motion = MotionOptions(**options.motion.__dict__)
+    try:
+        if options.fast:
+            from hop.model import load_tokenizer
+            tokenizer = load_tokenizer(model.cfg.lm) if settings.asr and model.lm is not None else None
+            pipeline = FramePipeline(stream, motion, settings.send_rate, tokenizer=tokenizer)
+            if tokenizer is not None:
+                _pre_transcribe(audio, pipeline, status)
+        else:
+            asr, tokenizer = _start_asr(settings.asr, model, status)
+            pipeline = FramePipeline(stream, motion, settings.send_rate, asr=asr, tokenizer=tokenizer)
+    except ValueError as error:
+        raise SessionError(str(error)) from None
+    if options.report_dir is not None:
+        options.report_dir.mkdir(parents=True, exist_ok=True)
+    wire_rate = pipeline.pose_fps * pipeline.send_clock.per_frame
+    session = Session(options, model, model_note, pipeline, status, audio)
+    sinks = session.outputs.sinks
+    try:
+        sinks.extend(open_sinks(options, model.cfg.skeleton, wire_rate, session.apply_control))
+        sinks.extend(extra_sinks)
+        if options.report_dir is not None:
+            session.recorder = _FrameRecorder(wire_rate)
+            sinks.append(session.recorder)
+        if not options.fast:
+            ring = SampleRing(RingOptions(seconds=10.0))
+            runtime = RuntimeOptions(max_frames_per_step=settings.max_frames_per_step,
+                                     skip_backlog_frames=settings.skip_backlog_frames,
+                                     audio_delay_s=options.audio_delay_s)
+            session.engine = Engine(pipeline, ring, open_source(options, ring), session.outputs, runtime, status)
+            if session.recorder is not None:
+                session.engine.latency_trace = session.recorder.latencies
+        session.controls = _open_osc_control(options, status, session.apply_control)
+    except (SessionError, ValueError) as error:
+        session.close()
+        raise SessionError(str(error)) from None
+    return session
+
+
+def run_session(options: SessionOptions, stop: threading.Event | None = None) -> dict:
+    """Build and run one session: what hop-live does."""
+    return build_session(options).run(stop)
+
+
+# -- parts ---------------------------------------------------------------------------------
+
+def apply_control(engine: Engine, control) -> None:
+    """Hand a validated control (hop.bridges.control) to the live driver, which applies it between steps."""
+    if control.intensity is not None:
+        engine.set_intensity(control.intensity)
+    if control.mute is not None:
+        engine.set_muted(control.mute)
+    if control.style is not None:
+        style = control.style
+        engine.set_style(lambda stream: apply_style(stream, style.replace("_", ":", 1)))
+
+
+def open_sinks(options: SessionOptions, skeleton: str, wire_rate: float, on_control) -> list:
     sinks = []
     try:
         for out in options.outputs:
@@ -153,12 +340,13 @@ def open_sinks(options: SessionOptions, skeleton: str, wire_rate: float, engine_
                 sink = WebSocketSink(WebSocketOptions(host=out.host, port=out.port, skeleton=skeleton,
                                                       allow_remote=options.ws_allow_remote,
                                                       token=options.ws_token))
-                sink.on_control(lambda control: _on_control(engine_ref, control))
+                sink.on_control(on_control)
                 sinks.append(sink)
                 print(f"hop-live: viewer at {sink.viewer_url}", file=sys.stderr)
             elif out.kind == "bvh":
                 from hop.bridges.bvh import BvhOptions, BvhRecorder
-                sinks.append(BvhRecorder(out.path, BvhOptions(fps=wire_rate, skeleton=skeleton)))
+                sinks.append(BvhRecorder(out.path, BvhOptions(fps=wire_rate, skeleton=skeleton,
+                                                              wait_when_behind=options.fast)))
             else:
                 raise SessionError(f"unknown output kind {out.kind!r}")
     except (OSError, ValueError) as error:
@@ -168,44 +356,33 @@ def open_sinks(options: SessionOptions, skeleton: str, wire_rate: float, engine_
     return sinks
 
 
-def _open_osc_control(options: SessionOptions, engine_ref: list, status: EngineStatus, sinks, asr):
+def _open_osc_control(options: SessionOptions, status: EngineStatus, on_control):
     if options.osc_control is None:
         return None
     from hop.bridges.osc_control import OscControlOptions, OscControlServer
     host, port = options.osc_control
     try:
-        server = OscControlServer(OscControlOptions(host=host, port=port),
-                                  lambda control: _on_control(engine_ref, control))
+        server = OscControlServer(OscControlOptions(host=host, port=port), on_control)
     except (OSError, ValueError) as error:
-        _close(sinks, asr)
         raise SessionError(f"cannot open OSC control input: {error}") from None
     status.control_inputs["osc"] = server.stats
     print(f"hop-live: OSC control on {host}:{server.port} (/hop/control/intensity|mute|style)", file=sys.stderr)
     return server
 
 
-def _on_control(engine_ref: list, control) -> None:
-    """A validated control message from the WebSocket or OSC input (runs on that input's thread)."""
-    if not engine_ref:
-        return
-    engine: Engine = engine_ref[0]
-    if control.intensity is not None:
-        engine.set_intensity(control.intensity)
-    if control.mute is not None:
-        engine.set_muted(control.mute)
-    if control.style is not None:
-        style = control.style
-        engine.set_style(lambda stream: apply_style(stream, style.replace("_", ":", 1)))
+def _load_input(options: SessionOptions) -> np.ndarray:
+    from hop.engine.audio_file import AudioFileError, load_wav_16k_mono
+    try:
+        return load_wav_16k_mono(Path(options.input))
+    except (AudioFileError, OSError) as error:
+        raise SessionError(str(error)) from None
 
-
-# -- source ------------------------------------------------------------------------------
 
 def open_source(options: SessionOptions, ring: SampleRing):
     if options.input is not None:
         from hop.engine.audio_file import AudioFileError, FileSource, FileSourceOptions
         try:
-            return FileSource(FileSourceOptions(Path(options.input), realtime=options.realtime, loop=options.loop),
-                              ring)
+            return FileSource(FileSourceOptions(Path(options.input), loop=options.loop), ring)
         except (AudioFileError, OSError) as error:
             raise SessionError(str(error)) from None
     from hop.engine.capture import CaptureOptions, MicCapture
@@ -215,91 +392,6 @@ def open_source(options: SessionOptions, ring: SampleRing):
     elif isinstance(device, str) and device.isdigit():
         device = int(device)
     return MicCapture(CaptureOptions(device=device, samplerate=options.samplerate), ring)
-
-
-# -- the run -----------------------------------------------------------------------------
-
-def run_session(options: SessionOptions, stop: threading.Event | None = None) -> dict:
-    stop = stop or threading.Event()
-    settings = options.engine
-    model, model_note = load_model(options.checkpoint)
-    print(f"hop-live: {model_note}", file=sys.stderr)
-    try:
-        step = prepare(model, BackendOptions(settings.backend, settings.device, settings.threads or None,
-                                             settings.lm_weights))
-    except BackendError as error:
-        raise SessionError(str(error)) from None
-    warm_up(model, step, settings.device)
-    stream = HopStream(model, device=settings.device, step=step)
-    apply_style(stream, options.style)
-
-    status = EngineStatus()
-    ring = SampleRing(RingOptions(seconds=10.0))
-    source = open_source(options, ring)
-    if options.realtime:
-        asr, tokenizer = _start_asr(settings.asr, model, status)
-    else:  # offline: the whole file's words are known before the first frame
-        asr, tokenizer = None, None
-        if settings.asr and model.lm is not None:
-            _pre_transcribe(Path(options.input), stream, model, status)
-    engine_ref: list = []
-    if options.report_dir is not None:
-        options.report_dir.mkdir(parents=True, exist_ok=True)
-    pose_fps = model.cfg.fps
-    wire_rate = pose_fps * sends_per_frame(pose_fps, settings.send_rate)
-    sinks = open_sinks(options, model.cfg.skeleton, wire_rate, engine_ref)
-    recorder = _FrameRecorder(wire_rate) if options.report_dir is not None else None
-    runtime = RuntimeOptions(
-        send_rate=settings.send_rate, max_frames_per_step=settings.max_frames_per_step,
-        skip_backlog_frames=settings.skip_backlog_frames, audio_delay_s=options.audio_delay_s,
-        realtime=options.realtime, motion=MotionOptions(**options.motion.__dict__))
-    try:
-        engine = Engine(stream, ring, source, sinks + ([recorder] if recorder else []), runtime, status,
-                        asr=asr, tokenizer=tokenizer, skeleton=model.cfg.skeleton)
-    except ValueError as error:
-        _close(sinks, asr)
-        raise SessionError(str(error)) from None
-    engine_ref.append(engine)
-    controls = _open_osc_control(options, engine_ref, status, sinks, asr)
-    if recorder is not None:
-        engine.latency_trace = recorder.latencies
-
-    watcher = threading.Thread(target=_watch, args=(engine, stop, options), daemon=True)
-    watcher.start()
-    started = time.perf_counter()
-    error = None
-    try:
-        engine.run()
-    except Exception as exc:  # a source that cannot open (CaptureError) and the like
-        error = exc
-    finally:
-        stop.set()
-        watcher.join(timeout=2)
-        if controls is not None:
-            controls.close()
-        _close(sinks, asr)
-    if error is not None:
-        raise SessionError(str(error)) from error
-    report = {
-        "summary": {
-            "model": model_note,
-            "source": status.source_name,
-            "seconds": round(time.perf_counter() - started, 2),
-            "pose_frames_computed": engine.model_frames,
-            "model_ms_per_frame": round(1000 * engine.model_seconds / max(engine.model_frames, 1), 3),
-            **{k: v for k, v in status.snapshot().items() if k in (
-                "frames_emitted", "frames_skipped", "frames_dropped", "latency_ms", "ring_overruns",
-                "input_overflows", "sanitizer", "asr", "recent_errors", "control_inputs")},
-            "outputs": {f"{type(s).__name__}[{i}]": _safe_stats(s) for i, s in enumerate(sinks)},
-        },
-    }
-    if options.stats_json is not None:
-        _write_json(options.stats_json, report["summary"])
-    if recorder is not None and options.report_dir is not None:
-        from hop.engine.report import write_run_report
-        report["summary"]["files"] = write_run_report(options.report_dir, recorder.frames, list(recorder.latencies),
-                                                      model.cfg.skeleton)
-    return report
 
 
 def _start_asr(enabled: bool, model: Hop, status: EngineStatus):
@@ -315,40 +407,18 @@ def _start_asr(enabled: bool, model: Hop, status: EngineStatus):
     return asr, load_tokenizer(model.cfg.lm)
 
 
-def _pre_transcribe(path: Path, stream: HopStream, model: Hop, status: EngineStatus) -> None:
+def _pre_transcribe(audio: np.ndarray, pipeline: FramePipeline, status: EngineStatus) -> None:
+    """Offline: the whole file's words are known before the first frame."""
     from hop.engine.asr import AsrUnavailable, transcribe_file
-    from hop.engine.audio_file import load_wav_16k_mono
-    from hop.model import load_tokenizer
-    from hop.model.text import WordPieces, align_tokens
     try:
-        words = transcribe_file(load_wav_16k_mono(path))
+        words = transcribe_file(audio)
     except AsrUnavailable as error:
         status.asr_message = f"{error}; converting without text"
         print(f"hop-live: {status.asr_message}", file=sys.stderr)
         return
-    pieces = WordPieces(load_tokenizer(model.cfg.lm))
-    n_frames = int(np.ceil(max((w.end_s for w in words), default=0.0) * model.cfg.fps)) + 1
-    tokens = align_tokens([(w.word, w.start_s, w.end_s) for w in words], n_frames, pieces, fps=model.cfg.fps)
-    stream.add_tokens(0, {f: int(t) for f, t in enumerate(tokens) if t != pieces.pad_id})
+    pipeline.add_words([(w.word, w.start_s, w.end_s) for w in words])
     status.asr_words = len(words)
     status.asr_message = f"{len(words)} words transcribed before conversion"
-
-
-def _watch(engine: Engine, stop: threading.Event, options: SessionOptions) -> None:
-    """Stops the engine on request or at the duration; prints and saves live status."""
-    deadline = time.perf_counter() + options.duration_s if options.duration_s else None
-    last_json = 0.0
-    while not stop.wait(0.5):
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        if options.stats_line:
-            print("\r" + engine.status.status_line()[:160].ljust(160), end="", file=sys.stderr, flush=True)
-        if options.stats_json is not None and time.perf_counter() - last_json >= 1.0:
-            _write_json(options.stats_json, engine.status.snapshot())
-            last_json = time.perf_counter()
-    if options.stats_line:
-        print(file=sys.stderr)
-    engine.stop()
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -356,23 +426,6 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
-
-
-def _safe_stats(sink) -> dict:
-    try:
-        return dict(sink.stats())
-    except Exception as error:
-        return {"error": repr(error)}
-
-
-def _close(sinks, asr) -> None:
-    for sink in sinks:
-        try:
-            sink.close()
-        except Exception as error:
-            print(f"hop-live: closing {type(sink).__name__} failed: {error!r}", file=sys.stderr)
-    if asr is not None:
-        asr.stop()
 
 
 class _FrameRecorder:

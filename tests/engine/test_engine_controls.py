@@ -17,7 +17,9 @@ from hop.bridges.ws import WebSocketOptions, WebSocketSink
 from hop.engine.audio_file import FileSource, FileSourceOptions
 from hop.engine.ring import SampleRing
 from hop.engine.runtime import Engine, RuntimeOptions
-from hop.engine.session import _on_control
+from hop.engine.motion import MotionOptions
+from hop.engine.pipeline import FramePipeline
+from hop.engine.session import apply_control
 from hop.model import Hop, HopConfig, HopStream
 
 
@@ -50,27 +52,27 @@ def test_websocket_controls_reach_the_engine(model, tmp_path):
     sink = WebSocketSink(WebSocketOptions(port=0))
     ring = SampleRing()
     source = FileSource(FileSourceOptions(_wav(tmp_path / "a.wav", 6.0)), ring)
-    engine = Engine(HopStream(model), ring, source, [sink], RuntimeOptions())
-    sink.on_control(lambda control: _on_control([engine], control))
+    engine = Engine(FramePipeline(HopStream(model), MotionOptions(), 60.0), ring, source, [sink], RuntimeOptions())
+    sink.on_control(lambda control: apply_control(engine, control))
     runner = threading.Thread(target=engine.run)
     runner.start()
     try:
         with connect(sink.url + "?format=json", max_size=None) as client:
             client.send(json.dumps({"type": "control", "intensity": 0.5}))
-            assert _wait(lambda: engine.shaper.intensity == 0.5)
+            assert _wait(lambda: engine.pipeline.shaper.intensity == 0.5)
             client.send(json.dumps({"type": "control", "mute": True}))
-            assert _wait(lambda: engine.shaper.muted)
+            assert _wait(lambda: engine.pipeline.shaper.muted)
             for bad in ('{"type": "control", "intensity": 99}', "not json", '{"type": "control", "x": 1}',
                         '{"type": "control", "style": "speaker:999"}'):
                 client.send(bad)
             time.sleep(0.3)
-            assert engine.shaper.intensity == 0.5 and engine.shaper.muted
+            assert engine.pipeline.shaper.intensity == 0.5 and engine.pipeline.shaper.muted
             # a well-formed style the model cannot take is reported, not applied
             client.send(json.dumps({"type": "control", "style": "speaker_999"}))
             assert _wait(lambda: any("speaker id 999" in e for e in engine.status.errors))
             client.send(json.dumps({"type": "control", "style": "speaker_3"}))
             expected = model.style.table.weight[3].chunk(2)[0]
-            assert _wait(lambda: torch.allclose(engine.stream.style[0], expected))
+            assert _wait(lambda: torch.allclose(engine.pipeline.stream.style[0], expected))
     finally:
         engine.stop()
         runner.join(10)
@@ -80,7 +82,8 @@ def test_websocket_controls_reach_the_engine(model, tmp_path):
 def test_audio_delay_holds_poses_back(model, tmp_path):
     ring = SampleRing()
     source = FileSource(FileSourceOptions(_wav(tmp_path / "d.wav", 2.0)), ring)
-    engine = Engine(HopStream(model), ring, source, [], RuntimeOptions(audio_delay_s=0.25))
+    engine = Engine(FramePipeline(HopStream(model), MotionOptions(), 60.0), ring, source, [],
+                    RuntimeOptions(audio_delay_s=0.25))
     engine.run()
     latency_ms = engine.status._latency_ms.values()
     assert len(latency_ms) > 20

@@ -29,9 +29,13 @@ from hop.engine.asr import AsrClient, AsrOptions
 from hop.engine.audio_file import AudioFileError, FileSource, FileSourceOptions, load_wav_16k_mono, read_wav_info
 from hop.engine.capture import CaptureOptions, MicCapture
 from hop.engine.ring import RingOptions, SampleRing
+from hop.engine.motion import MotionOptions
+from hop.engine.pipeline import FramePipeline
 from hop.engine.runtime import Engine, RuntimeOptions
+from hop.engine.session import Session, SessionOptions, build_session
 from hop.engine.status import AsrState
 from hop.model import Hop, HopConfig, HopStream
+from hop.profiles import EngineSettings
 
 SR = 16000
 
@@ -88,14 +92,24 @@ def write_wav(path: Path, audio: np.ndarray, rate: int = SR, bits: int = 16, is_
     return path
 
 
-def run_offline(model, wav: Path, sinks=None, asr=None, tokenizer=None) -> tuple[Engine, ListSink]:
+def run_offline(model, wav: Path, sinks=()) -> tuple[Session, ListSink]:
+    """hop-live --input WAV --fast --no-asr, with these outputs, at one send per 30 fps frame."""
     sink = ListSink()
-    ring = SampleRing(RingOptions(seconds=4.0))
-    engine = Engine(HopStream(model), ring, FileSource(FileSourceOptions(wav, realtime=False), ring),
-                    [sink] + list(sinks or []), RuntimeOptions(realtime=False, send_rate=30.0), asr=asr,
-                    tokenizer=tokenizer)
-    engine.run()
-    return engine, sink
+    options = SessionOptions(input=wav, fast=True, engine=EngineSettings(send_rate=30.0, asr=False))
+    session = build_session(options, model=(model, "test model"), extra_sinks=(sink, *sinks))
+    session.run()
+    return session, sink
+
+
+def frames_covering(model, samples: int) -> int:
+    """Offline conversion's frame count: the last partial frame counts."""
+    return -(-samples * model.cfg.mel.fps // SR)
+
+
+def engine_of(model, ring, source, sinks, send_rate: float = 60.0, **runtime) -> Engine:
+    """The live driver around a pipeline of ``model``."""
+    return Engine(FramePipeline(HopStream(model), MotionOptions(), send_rate), ring, source, sinks,
+                  RuntimeOptions(**runtime))
 
 
 def poses_of(sink: ListSink) -> np.ndarray:
@@ -116,7 +130,7 @@ def test_microphone_unplugged_and_plugged_back_while_the_engine_runs(model, virt
     capture = MicCapture(CaptureOptions(device="pulse", samplerate=16000, channels=1, stall_timeout_s=0.5,
                                         retry_initial_s=0.2, retry_max_s=0.5), ring)
     sink = ListSink()
-    engine = Engine(HopStream(model), ring, capture, [sink], RuntimeOptions(send_rate=60.0, idle_after_s=0.3))
+    engine = engine_of(model, ring, capture, [sink], idle_after_s=0.3)
     runner = threading.Thread(target=engine.run, daemon=True)
     runner.start()
     try:
@@ -174,8 +188,7 @@ def test_cpu_starvation_skips_frames_and_latency_stays_bounded(model, speech_sou
     wav = write_wav(tmp_path / "talk.wav", 0.8 * speech_source(9.0))
     ring = SampleRing()
     sink = ListSink()
-    engine = Engine(HopStream(model), ring, FileSource(FileSourceOptions(wav), ring), [sink],
-                    RuntimeOptions(send_rate=30.0))
+    engine = engine_of(model, ring, FileSource(FileSourceOptions(wav), ring), [sink], send_rate=30.0)
     core = min(os.sched_getaffinity(0))
     trace: list[tuple[float, float]] = []
     engine.latency_trace = trace
@@ -227,7 +240,7 @@ def test_nan_inf_denormal_dc_clipped_and_silent_audio(model, speech_source, tmp_
     audio = np.concatenate(pieces).astype(np.float32)
     wav = write_wav(tmp_path / "hostile.wav", audio, bits=32, is_float=True)
     engine, sink = run_offline(model, wav)
-    expected = model.cfg.mel.frames_in(len(audio))
+    expected = frames_covering(model, len(audio))
     assert len(sink.frames) == expected, "a frame went missing"
     poses = poses_of(sink)
     assert_valid_poses(poses)
@@ -262,7 +275,7 @@ def test_other_rates_and_channel_counts_run_at_the_right_speed(model, speech_sou
     info = read_wav_info(wav)
     assert (info.sample_rate, info.channels) == (rate, channels)
     engine, sink = run_offline(model, wav)
-    expected = model.cfg.mel.frames_in(round(len(converted) * SR / rate))
+    expected = frames_covering(model, round(len(converted) * SR / rate))
     assert abs(len(sink.frames) - expected) <= 2, "the file played at the wrong speed"
     assert_valid_poses(poses_of(sink))
     speaking = np.array([f.speaking for _, f in sink.frames])
@@ -320,9 +333,13 @@ def test_asr_model_missing_engine_goes_on_without_text(model, speech_source, tmp
     asr = AsrClient(AsrOptions(model_dir=tmp_path / "no-such-whisper"))
     asr.start()
     wav = write_wav(tmp_path / "talk.wav", 0.7 * speech_source(2.0))
-    engine, sink = run_offline(model, wav, asr=asr, tokenizer=load_tokenizer(model.cfg.lm))
+    ring = SampleRing()
+    sink = ListSink()
+    pipeline = FramePipeline(HopStream(model), MotionOptions(), 30.0, asr=asr, tokenizer=load_tokenizer(model.cfg.lm))
+    engine = Engine(pipeline, ring, FileSource(FileSourceOptions(wav), ring), [sink])
+    engine.run()
     asr.stop()
-    assert len(sink.frames) == model.cfg.mel.frames_in(2 * SR)
+    assert len(sink.frames) + engine.status.frames_skipped == model.cfg.mel.frames_in(2 * SR)
     snap = engine.status.snapshot()["asr"]
     assert snap["state"] == AsrState.UNAVAILABLE.value
     assert "no-such-whisper" in snap["message"] and "--no-asr" in snap["message"]
@@ -336,8 +353,8 @@ def test_asr_process_killed_mid_run_engine_goes_on_without_text(model, speech_so
     wav = write_wav(tmp_path / "talk.wav", 0.7 * speech_source(8.0))
     ring = SampleRing()
     sink = ListSink()
-    engine = Engine(HopStream(model), ring, FileSource(FileSourceOptions(wav), ring), [sink],
-                    RuntimeOptions(send_rate=30.0), asr=asr, tokenizer=load_tokenizer(model.cfg.lm))
+    engine = Engine(FramePipeline(HopStream(model), MotionOptions(), 30.0, asr=asr, tokenizer=load_tokenizer(model.cfg.lm)),
+                    ring, FileSource(FileSourceOptions(wav), ring), [sink])
     runner = threading.Thread(target=engine.run, daemon=True)
     runner.start()
     try:
@@ -353,7 +370,7 @@ def test_asr_process_killed_mid_run_engine_goes_on_without_text(model, speech_so
     assert not runner.is_alive()
     assert "exited" in engine.status.snapshot()["asr"]["message"]
     assert sum(t > killed_at + 0.5 for t, _ in sink.frames) > 30, "frames stopped after the ASR died"
-    assert engine.model_frames + engine.status.frames_skipped >= model.cfg.mel.frames_in(8 * SR) - 2
+    assert engine.pipeline.model_frames + engine.status.frames_skipped >= model.cfg.mel.frames_in(8 * SR) - 2
 
 
 # -- OSC destination nobody listens on -------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 from hop.engine.audio_file import FileSource, FileSourceOptions
 from hop.engine.capture import CaptureOptions, MicCapture
 from hop.engine.motion import MotionOptions
+from hop.engine.pipeline import FramePipeline, convert
 from hop.engine.ring import RingOptions, SampleRing
 from hop.engine.runtime import Engine, RuntimeOptions
 from hop.engine.status import SourceState
@@ -83,29 +84,31 @@ def motion_per_frame(poses: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.diff(poses, axis=0), axis=1)
 
 
-def test_offline_conversion_sends_every_frame_in_order_and_speech_moves_more(trained_model, speech_source,
-                                                                             tmp_path):
+def pipeline(model, send_rate: float = 60.0, stream: HopStream | None = None) -> FramePipeline:
+    return FramePipeline(stream or HopStream(model), MotionOptions(), send_rate)
+
+
+def test_offline_conversion_gives_every_frame_in_order_and_speech_moves_more(trained_model, speech_source):
     model = trained_model
-    silence = np.zeros(2 * SR, np.float32)
-    audio = np.concatenate([silence, 0.8 * speech_source(3.0), silence])
-    ring = SampleRing(RingOptions(seconds=2.0))  # shorter than the file: offline mode must wait, not overwrite
-    source = FileSource(FileSourceOptions(write_wav(tmp_path / "talk.wav", audio), realtime=False), ring)
-    sink = ListSink()
     fps = model.cfg.fps
-    engine = Engine(HopStream(model), ring, source, [sink], RuntimeOptions(realtime=False, send_rate=fps))
-    engine.run()
-    expected = model.cfg.mel.frames_in(len(audio))
-    assert engine.model_frames == expected
-    assert [f.index for f in sink.frames] == list(range(expected))
-    assert engine.status.frames_skipped == 0 and engine.status.ring_overruns == 0
-    poses = np.stack([f.dir_vec for f in sink.frames])
+    silence = np.zeros(2 * SR, np.float32)
+    audio = np.concatenate([silence, 0.8 * speech_source(3.0), silence, np.zeros(100, np.float32)])
+    frames = list(convert(pipeline(model, send_rate=fps), audio))
+    # the last partial frame counts: frames x frame time covers the audio within one frame
+    assert [f.number for f in frames] == list(range(len(frames)))
+    assert 0 <= len(frames) / fps - len(audio) / SR < 1 / fps
+    assert all(len(f.sends) == 1 for f in frames)
+    poses = np.stack([f.sends[0] for f in frames])
     assert np.allclose(np.linalg.norm(poses.reshape(len(poses), -1, 3), axis=-1), 1.0, atol=1e-4)
-    speaking = np.array([f.speaking for f in sink.frames])
+    speaking = np.array([f.speaking for f in frames])
     speech, silence = slice(int(2.5 * fps), int(4.5 * fps)), slice(int(0.2 * fps), int(1.8 * fps))
     assert speaking[speech].mean() > 0.8 and speaking[silence].sum() == 0 and speaking[-fps:].sum() == 0
     moving = motion_per_frame(poses)
     assert moving[speech].mean() > 2 * moving[silence].mean(), "speech should move the avatar more than silence"
     assert (moving[silence] > 0).all(), "silence must show idle motion, not a frozen pose"
+    # the same audio in other chunk sizes gives the same frames: no clock, no chunking in the result
+    again = np.stack([f.sends[0] for f in convert(pipeline(model, send_rate=fps), audio, frames_per_step=3)])
+    assert np.allclose(again, poses, atol=1e-5)
 
 
 def test_falling_behind_skips_frames_instead_of_growing_latency(model, speech_source, tmp_path):
@@ -123,8 +126,8 @@ def test_falling_behind_skips_frames_instead_of_growing_latency(model, speech_so
 
     stream._step = stalling_step
     sink = ListSink()
-    engine = Engine(stream, ring, FileSource(FileSourceOptions(wav), ring), [sink],
-                    RuntimeOptions(send_rate=30.0, skip_backlog_frames=4))
+    engine = Engine(pipeline(model, 30.0, stream), ring, FileSource(FileSourceOptions(wav), ring), [sink],
+                    RuntimeOptions(skip_backlog_frames=4))
     engine.run()
     status = engine.status.snapshot()
     assert status["frames_skipped"] > 10
@@ -136,7 +139,7 @@ def test_falling_behind_skips_frames_instead_of_growing_latency(model, speech_so
     account = engine.status.accounting
     assert account["sends_unaccounted"] == 0, account
     assert account["sends_written"] == len(sink.frames) and account["sends_pending"] == 0
-    assert account["pose_frames"] == engine.stream.frames_done and account["pose_frames_skipped"] > 10
+    assert account["pose_frames"] == engine.pipeline.frames_done and account["pose_frames_skipped"] > 10
 
 
 def test_a_send_lost_inside_the_engine_shows_as_unaccounted(model, speech_source, tmp_path):
@@ -144,8 +147,7 @@ def test_a_send_lost_inside_the_engine_shows_as_unaccounted(model, speech_source
     wav = write_wav(tmp_path / "talk.wav", 0.8 * speech_source(2.0))
     ring = SampleRing()
     sink = ListSink()
-    engine = Engine(HopStream(model), ring, FileSource(FileSourceOptions(wav), ring), [sink],
-                    RuntimeOptions(send_rate=60.0))
+    engine = Engine(pipeline(model), ring, FileSource(FileSourceOptions(wav), ring), [sink], RuntimeOptions())
     schedule = engine._schedule
     calls = {"n": 0}
 
@@ -177,8 +179,7 @@ class SilentSource:
 
 def test_no_audio_keeps_the_avatar_alive_with_idle_motion(model):
     sink = ListSink()
-    engine = Engine(HopStream(model), SampleRing(), SilentSource(), [sink],
-                    RuntimeOptions(send_rate=60.0, idle_after_s=0.1))
+    engine = Engine(pipeline(model), SampleRing(), SilentSource(), [sink], RuntimeOptions(idle_after_s=0.1))
     runner = threading.Thread(target=engine.run)
     runner.start()
     time.sleep(1.5)
@@ -198,8 +199,7 @@ def test_live_capture_to_osc_receiver_process(trained_model, virtual_mic, speech
     receiver = OscReceiverProcess()
     ring = SampleRing()
     capture = MicCapture(CaptureOptions(device="pulse", samplerate=16000, channels=1), ring)
-    engine = Engine(HopStream(model), ring, capture, [OscSink("127.0.0.1", receiver.port)],
-                    RuntimeOptions(send_rate=60.0, motion=MotionOptions()))
+    engine = Engine(pipeline(model), ring, capture, [OscSink("127.0.0.1", receiver.port)], RuntimeOptions())
     runner = threading.Thread(target=engine.run)
     try:
         runner.start()
