@@ -182,10 +182,7 @@ def load_wav_16k_mono(path: str | Path) -> np.ndarray:
 @dataclass(frozen=True)
 class FileSourceOptions:
     path: Path
-    # True: one block every block_s, as a microphone would deliver it.
-    # False: as fast as the consumer releases ring space (offline conversion).
-    realtime: bool = True
-    block_s: float = 0.01
+    block_s: float = 0.01  # one block this often, as a microphone would deliver it
     loop: bool = False  # start over at the end (soak runs)
 
 
@@ -237,13 +234,10 @@ class FileSource:
                     decoder.position = 0
                 block = decoder.read(self._block_frames)
                 frames_sent += len(block)
-                if self.options.realtime:
-                    # The block is "captured" when its last frame would have been heard.
-                    due = started + frames_sent / info.sample_rate
-                    self._stop.wait(max(0.0, due - time.perf_counter()))
+                # The block is "captured" when its last frame would have been heard.
+                due = started + frames_sent / info.sample_rate
+                self._stop.wait(max(0.0, due - time.perf_counter()))
                 samples = resampler.process(block)
-                if not self.options.realtime:
-                    self._wait_for_space(len(samples))
                 self.ring.write(samples, time.perf_counter() - resampler.lag_seconds)
         except Exception as error:  # a file changed under us, a disk error: stop with a message
             self.state = SourceState.FAILED
@@ -254,8 +248,3 @@ class FileSource:
         finally:
             decoder.close()
             self.finished.set()
-
-    def _wait_for_space(self, count: int) -> None:
-        """Offline mode never overwrites samples the consumer has not released."""
-        while not self._stop.is_set() and self.ring.written + count - self.ring.consumed > self.ring.capacity:
-            time.sleep(0.001)

@@ -115,11 +115,16 @@ def convert(pipeline: FramePipeline, audio: np.ndarray, frames_per_step: int = 8
 
 def offline_pose_frames(pipeline: FramePipeline, audio: np.ndarray, skeleton: str) -> Iterator[PoseFrame]:
     """``convert`` as the sends on the wire: every send of every frame, numbered in order and
-    stamped with its place in the recording (seconds), the same for every run."""
+    stamped with its place in the recording (seconds), the same for every run. The sends
+    stop at the first one at or past the recording's end, so sends x send period covers the
+    audio within one send period."""
     wire_rate = pipeline.pose_fps * pipeline.send_clock.per_frame
+    last = -(-len(audio) * wire_rate // pipeline.mel.sample_rate)
     index = 0
     for frame in convert(pipeline, audio):
         for send in frame.sends:
+            if index >= last:
+                return
             yield PoseFrame(index=index, capture_time=index / wire_rate, dir_vec=send, speaking=frame.speaking,
                             skeleton=skeleton)
             index += 1

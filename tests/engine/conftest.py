@@ -1,6 +1,6 @@
 """Fixtures for the engine tests: a real virtual microphone and real speech.
 
-`virtual_mic` is hop.engine.virtual_mic.VirtualMic (a private PulseAudio daemon
+`virtual_mic` is hop.tools.virtual_mic.VirtualMic (a private PulseAudio daemon
 with a pipe source fed at real-time pace) in a tmp dir, with PortAudio
 re-initialised so that its `pulse` and `default` devices reach it.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from hop.engine.audio_file import load_wav_16k_mono
 from hop.engine.capture import rescan_devices
-from hop.engine.virtual_mic import VirtualMic, available
+from hop.tools.virtual_mic import VirtualMic, available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_SPEECH = REPO_ROOT.parent / "shared" / "data" / "speech" / "ljspeech"

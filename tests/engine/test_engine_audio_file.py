@@ -67,7 +67,7 @@ def test_wav_flavours_decode_to_the_same_16k_mono_speech(tmp_path, reference_wav
 def test_realtime_playback_is_paced_and_signals_the_end(reference_wav):
     path, reference = reference_wav
     ring = SampleRing(RingOptions(seconds=5))
-    source = FileSource(FileSourceOptions(path=path, realtime=True), ring)
+    source = FileSource(FileSourceOptions(path=path), ring)
     began = time.perf_counter()
     source.start()
     time.sleep(1.0)
@@ -80,26 +80,6 @@ def test_realtime_playback_is_paced_and_signals_the_end(reference_wav):
     np.testing.assert_array_equal(ring.read(0, ring.written), reference[: ring.written])
     # Capture times follow the playback clock.
     assert ring.capture_time(16000) - ring.capture_time(0) == pytest.approx(1.0, abs=0.05)
-
-
-def test_offline_mode_runs_ahead_of_real_time_without_overwriting(reference_wav):
-    path, reference = reference_wav
-    ring = SampleRing(RingOptions(seconds=0.25))  # much smaller than the file
-    source = FileSource(FileSourceOptions(path=path, realtime=False), ring)
-    began = time.perf_counter()
-    source.start()
-    collected, position = [], 0
-    while not (source.finished.is_set() and position == ring.written):
-        if ring.wait_for(position + 1, timeout=0.1):
-            stop = ring.written
-            collected.append(ring.read(position, stop))
-            position = stop
-            ring.release(position)
-    elapsed = time.perf_counter() - began
-    assert source.state == SourceState.FINISHED
-    assert elapsed < 1.0, "offline conversion should not wait for real time"
-    np.testing.assert_array_equal(np.concatenate(collected), reference)
-    assert ring.reader_overruns == 0
 
 
 def write_bytes(path, data: bytes):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hop.engine import bench
-from hop.engine.virtual_mic import available as virtual_mic_unavailable
+from hop.tools.virtual_mic import available as virtual_mic_unavailable
 from hop.model import FrozenLM, Hop, HopConfig, HopStream
 
 SR = 16000

@@ -32,7 +32,7 @@ def test_demo_writes_a_readable_bvh_a_gif_and_a_latency_plot(tmp_path):
 
 def test_demo_with_a_microphone_keeps_the_demo_outputs():
     options = options_from_args(build_parser().parse_args(["--demo", "--mic", "default"]))
-    assert options.mic == "default" and options.input is None and options.realtime
+    assert options.mic == "default" and options.input is None and not options.fast
     assert {o.kind for o in options.outputs} == {"osc", "ws", "bvh"} and options.report_dir is not None
     plain = options_from_args(build_parser().parse_args(["--demo"]))
     assert plain.input == DEMO_SPEECH and plain.mic is None

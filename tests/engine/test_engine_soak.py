@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hop.engine import soak
-from hop.engine.virtual_mic import available
+from hop.tools import soak
+from hop.tools.virtual_mic import available
 
 HOP_SOAK = Path(sys.executable).with_name("hop-soak")
 
@@ -25,7 +25,7 @@ def test_short_soak_meets_the_goals(tmp_path):
         pytest.skip(reason)
     out = tmp_path / "soak.json"
     bvh = tmp_path / "soak.bvh"
-    command = [str(HOP_SOAK)] if HOP_SOAK.exists() else [sys.executable, "-m", "hop.engine.soak"]
+    command = [str(HOP_SOAK)] if HOP_SOAK.exists() else [sys.executable, "-m", "hop.tools.soak"]
     done = subprocess.run(command + ["--minutes", "3", "--warmup-minutes", "0.5", "--interval-s", "15",
                                      "--out", str(out), "--bvh", str(bvh), "--quiet"],
                           capture_output=True, text=True, timeout=330)

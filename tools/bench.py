@@ -1,7 +1,7 @@
 """hop-bench: the engine's benchmarks, each printing a short table and writing JSON.
 
     hop-bench latency   mic-to-wire latency through the real capture path: a virtual
-                        microphone (PulseAudio pipe source, hop.engine.virtual_mic) fed
+                        microphone (PulseAudio pipe source, hop.tools.virtual_mic) fed
                         real speech at real-time pace -> MicCapture (PortAudio) -> Engine
                         (eager CPU) -> OscSink -> a UDP receiver in another process;
                         with and without ASR, torch threads 1 and 2
@@ -365,32 +365,20 @@ def run_latency_condition(model, mic, speech: np.ndarray, threads: int, asr_on: 
     """One engine run on the virtual microphone; ``speech`` is fed once at real-time pace."""
     import torch
 
-    from hop.bridges.osc import OscSink
-    from hop.engine.capture import CaptureOptions, MicCapture
-    from hop.engine.ring import RingOptions, SampleRing
-    from hop.engine.runtime import Engine, RuntimeOptions
-    from hop.engine.session import warm_up
+    from hop.engine.session import OutputSpec, SessionOptions, build_session
     from hop.engine.status import AsrState, EngineStatus
-    from hop.model import HopStream
+    from hop.profiles import EngineSettings
 
     torch.set_num_threads(threads)  # before the engine thread's first parallel region: it takes this value
-    warm_up(model, None, "cpu")
     status = EngineStatus()
-    ring = SampleRing(RingOptions(seconds=10.0))
-    capture = MicCapture(CaptureOptions(device="pulse", samplerate=SAMPLE_RATE, channels=1), ring)
-    stamps = StampCheck(ring, clamp_stamps)
-    asr = tokenizer = None
-    if asr_on:
-        from hop.engine.asr import AsrClient, AsrOptions
-        from hop.model import load_tokenizer
-
-        asr = AsrClient(AsrOptions())
-        asr.start()
-        tokenizer = load_tokenizer(model.cfg.lm)
     receiver = ReceiverProcess()
-    sink = OscSink("127.0.0.1", receiver.port)
-    engine = Engine(HopStream(model), ring, capture, [sink], RuntimeOptions(send_rate=send_rate), status,
-                    asr=asr, tokenizer=tokenizer, skeleton=model.cfg.skeleton)
+    options = SessionOptions(mic="pulse", samplerate=SAMPLE_RATE,
+                             engine=EngineSettings(send_rate=send_rate, threads=threads, asr=asr_on),
+                             outputs=(OutputSpec("osc", "127.0.0.1", receiver.port),))
+    session = build_session(options, model=(model, "hop-bench"), status=status)  # the same wiring as hop-live
+    engine, asr = session.engine, session.pipeline.asr
+    ring, capture = engine.ring, engine.source
+    stamps = StampCheck(ring, clamp_stamps)
     engine.latency_trace = []
     seen_threads: list[int] = []
     failure: list[BaseException] = []
@@ -398,7 +386,7 @@ def run_latency_condition(model, mic, speech: np.ndarray, threads: int, asr_on: 
     def loop():
         seen_threads.append(torch.get_num_threads())
         try:
-            engine.run()
+            session.run()
         except BaseException as error:  # reported below, in the caller's thread
             failure.append(error)
 
@@ -425,12 +413,8 @@ def run_latency_condition(model, mic, speech: np.ndarray, threads: int, asr_on: 
         load_after = os.getloadavg()[0]
     finally:
         engine.stop()
-        runner.join(timeout=15)
-        sink.close()
+        runner.join(timeout=15)  # the session closes its outputs and the ASR
         rows = receiver.finish()
-        if asr is not None:
-            engine._publish()
-            asr.stop()
     if failure:
         raise RuntimeError(f"the engine failed: {failure[0]!r}") from failure[0]
     window_end = speech_end + 0.1
@@ -450,7 +434,7 @@ def run_latency_condition(model, mic, speech: np.ndarray, threads: int, asr_on: 
         "fresh_fps": round(len(engine_lat) / span, 2) if span > 0 else None,
         "latency_capture_to_socket_ms": percentiles_ms(engine_lat),
         "latency_capture_to_receiver_ms": percentiles_ms(receiver_lat),
-        "model_ms_per_frame": round(1000 * engine.model_seconds / max(engine.model_frames, 1), 3),
+        "model_ms_per_frame": round(1000 * session.pipeline.model_seconds / max(session.pipeline.model_frames, 1), 3),
         "capture_stamps": stamps.summary(),
         "frames_skipped": snap["frames_skipped"],
         "frames_dropped": snap["frames_dropped"],
@@ -466,7 +450,7 @@ def cmd_latency(args) -> dict:
     import torch
 
     from hop.engine.capture import rescan_devices
-    from hop.engine.virtual_mic import VirtualMic, available
+    from hop.tools.virtual_mic import VirtualMic, available
 
     reason = available()
     if reason:

@@ -1,6 +1,6 @@
 """Step costs as pytest-benchmark cases (run once as plain tests; `--benchmark-enable` to time).
 
-The figures with p99 over 1000+ steps come from `hop-bench step` (engine/bench.py).
+The figures with p99 over 1000+ steps come from `hop-bench step` (tools/bench.py).
 """
 
 import numpy as np

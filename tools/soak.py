@@ -4,7 +4,7 @@
     hop-soak --minutes 1.5 --warmup-minutes 0.25 --out /tmp/soak.json   # the CI-sized run
 
 What runs is the live path, not a simulation of it: a virtual microphone (a
-private PulseAudio daemon with a pipe source, hop.engine.virtual_mic) is fed real
+private PulseAudio daemon with a pipe source, hop.tools.virtual_mic) is fed real
 speech (LJSpeech clips from ../shared/data/speech when present, espeak-ng
 otherwise) with silences of 1-4 s between clips, read through PortAudio by
 MicCapture, through the runtime loop with ASR on, into a native OSC sink (a UDP
@@ -253,23 +253,18 @@ class Sample:
 # -- the run ---------------------------------------------------------------------------------
 
 def run_soak(args) -> dict:
-    from hop.engine.asr import AsrClient, AsrOptions
-    from hop.engine.capture import CaptureOptions, MicCapture, rescan_devices
-    from hop.engine.motion import MotionOptions, sends_per_frame
-    from hop.engine.ring import RingOptions, SampleRing
-    from hop.engine.runtime import Engine, RuntimeOptions
-    from hop.engine.session import apply_style, load_model, warm_up
-    from hop.engine.backends import BackendOptions, prepare
+    from dataclasses import replace
+
+    from hop.engine.capture import rescan_devices
+    from hop.engine.session import OutputSpec, SessionOptions, build_session
     from hop.engine.status import EngineStatus
-    from hop.engine.virtual_mic import VirtualMic, available
-    from hop.model import HopStream, load_tokenizer
     from hop.profiles import load_profile
+    from hop.tools.virtual_mic import VirtualMic, available
 
     reason = available()
     if reason:
         raise RuntimeError(f"no virtual microphone: {reason}")
     profile = load_profile(args.profile)
-    settings = profile.engine
     work = Path(tempfile.mkdtemp(prefix="hop-soak-"))
     started_wall = time.time()
     machine = machine_info()
@@ -289,8 +284,6 @@ def run_soak(args) -> dict:
     mic = VirtualMic(work / "pulse")
     mic.root.mkdir()
     helpers: list[subprocess.Popen] = []
-    sinks: list = []
-    asr = None
     speech = None
     try:
         mic.start()
@@ -299,59 +292,36 @@ def run_soak(args) -> dict:
         clips, speech_note = load_clips(Path(args.speech_dir), 300.0, work)
         report["speech"] = speech_note
 
-        model, model_note = load_model(Path(args.checkpoint) if args.checkpoint else None)
-        step = prepare(model, BackendOptions(settings.backend, settings.device, settings.threads or None,
-                                             settings.lm_weights))
-        warm_up(model, step, settings.device)
-        stream = HopStream(model, device=settings.device, step=step)
-        apply_style(stream, "neutral")
-        report["model"] = model_note
-
-        status = EngineStatus()
-        errors = CountingStatus.install(status)
-        ring = SampleRing(RingOptions(seconds=10.0))
-        capture = MicCapture(CaptureOptions(device="pulse"), ring)
-
-        tokenizer = None
-        if not args.no_asr:
-            asr = AsrClient(AsrOptions())
-            asr.start()
-            tokenizer = load_tokenizer(model.cfg.lm) if model.lm is not None else None
-
         # outputs: OSC to a counting receiver process, WebSocket with a counting client process, BVH
-        from hop.bridges.osc import OscSink
         udp = subprocess.Popen([sys.executable, "-c", _UDP_COUNTER], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
         helpers.append(udp)
         osc_port = int(udp.stdout.readline())
-        sinks.append(OscSink("127.0.0.1", osc_port))
-        outputs = {"osc": f"127.0.0.1:{osc_port}"}
-        from hop.bridges.bvh import BvhRecorder
-        from hop.bridges.ws import WebSocketOptions, WebSocketSink
-        ws = WebSocketSink(WebSocketOptions(port=0, skeleton=model.cfg.skeleton))
-        sinks.append(ws)
+        bvh_path = Path(args.bvh) if args.bvh else work / "soak.bvh"
+        duration = args.minutes * 60.0
+        options = SessionOptions(
+            mic="pulse", checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+            engine=replace(profile.engine, asr=not args.no_asr), motion=profile.motion,
+            outputs=(OutputSpec("osc", "127.0.0.1", osc_port), OutputSpec("ws", "127.0.0.1", 0),
+                     OutputSpec("bvh", path=bvh_path)),
+            duration_s=duration)
+        status = EngineStatus()
+        errors = CountingStatus.install(status)
+        session = build_session(options, status=status)  # the same wiring as hop-live
+        report["model"] = session.model_note
+        engine = session.engine
+        ws = next(sink for sink in session.outputs.sinks if hasattr(sink, "viewer_url"))
         ws_client = subprocess.Popen([sys.executable, "-c", _WS_COUNTER, ws.url], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         helpers.append(ws_client)
-        outputs["ws"] = ws.url
-        outputs["ws_client"] = ws_client.stdout.readline().strip()
-        # The BVH holds every send, so its frame time is the wire's, as hop-live writes it.
-        wire_rate = model.cfg.fps * sends_per_frame(model.cfg.fps, settings.send_rate)
-        bvh_path = Path(args.bvh) if args.bvh else work / "soak.bvh"
-        sinks.append(BvhRecorder(bvh_path, skeleton=model.cfg.skeleton, fps=wire_rate))
-        outputs["bvh"] = str(bvh_path)
-        report["outputs"] = outputs
+        report["outputs"] = {"osc": f"127.0.0.1:{osc_port}", "ws": ws.url,
+                             "ws_client": ws_client.stdout.readline().strip(), "bvh": str(bvh_path)}
 
-        duration = args.minutes * 60.0
-        pose_fps = model.cfg.mel.fps
-        runtime = RuntimeOptions(send_rate=settings.send_rate, max_frames_per_step=settings.max_frames_per_step,
-                                 skip_backlog_frames=settings.skip_backlog_frames,
-                                 motion=MotionOptions(**profile.motion.__dict__))
-        engine = Engine(stream, ring, capture, sinks, runtime, status, asr=asr, tokenizer=tokenizer,
-                        skeleton=model.cfg.skeleton)
+        pose_fps = session.pipeline.pose_fps
         trace = LatencyTrace(int(duration * pose_fps * 1.2) + 10_000)
         engine.latency_trace = trace
-        per_frame = engine.send_clock.per_frame
+        per_frame = session.pipeline.send_clock.per_frame
+        asr = session.pipeline.asr
 
         speech = SpeechLoop(mic, clips, args.seed)
         minutes: list[dict] = []
@@ -412,21 +382,15 @@ def run_soak(args) -> dict:
         watcher = threading.Thread(target=monitor, name="soak-monitor", daemon=True)
         watcher.start()
         engine_error = None
+        summary: dict = {}
         try:
-            engine.run()
+            summary = session.run()["summary"]  # closes the outputs at the end
         except Exception as error:  # counted, not hidden: the report says what it was
             engine_error = "".join(traceback.format_exception(error))[-3000:]
         ended = time.perf_counter()
         stop.set()
         watcher.join(timeout=5)
         speech.stop()
-        final = status.snapshot()
-        sink_stats = {}
-        for i, sink in enumerate(sinks):
-            try:
-                sink_stats[f"{type(sink).__name__}[{i}]"] = dict(sink.stats())
-            except Exception as error:
-                sink_stats[f"{type(sink).__name__}[{i}]"] = {"error": repr(error)}
         report["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime())
         report["wall_s"] = round(time.time() - started_wall, 1)
         report["engine_s"] = round(ended - t0, 2)
@@ -434,28 +398,21 @@ def run_soak(args) -> dict:
         report["silence_fed_s"] = round(speech.silence_s, 1)
         report["pose_fps"] = pose_fps
         report["send_rate"] = pose_fps * per_frame
-        report["final_status"] = final
+        report["final_status"] = status.snapshot()
         report["interval_s"] = args.interval_s
         report["timeline"] = minutes
         report["engine_exception"] = engine_error
         report["thread_exceptions"] = thread_exceptions
         report["recorded_errors"] = errors
         report["latency_trace_overflow"] = trace.overflow
-        report["model_ms_per_frame"] = round(1000 * engine.model_seconds / max(engine.model_frames, 1), 3)
-        report["sinks_before_close"] = sink_stats
+        report["model_ms_per_frame"] = summary.get("model_ms_per_frame")
+        report["sinks"] = summary.get("outputs", {})
         return_ctx = {"t0": t0, "ended": ended, "trace": trace, "samples": samples,
                       "sends_per_frame": per_frame, "pose_fps": pose_fps}
     finally:
         threading.excepthook = previous_hook
         if speech is not None:
             speech.stop()
-        for sink in sinks:
-            try:
-                sink.close()
-            except Exception as error:
-                report.setdefault("close_errors", []).append(f"{type(sink).__name__}: {error!r}")
-        if asr is not None:
-            asr.stop()
         receivers = {}
         for name, helper in zip(("osc_receiver", "ws_client"), helpers):
             try:
@@ -484,7 +441,7 @@ def judge(report: dict, ctx: dict, args) -> None:
 
     exceptions = (report["recorded_errors"]["count"] + len(report["thread_exceptions"])
                   + (1 if report["engine_exception"] else 0)
-                  + sum(int(s.get("errors", 0)) for s in report["sinks_before_close"].values()
+                  + sum(int(s.get("errors", 0)) for s in report["sinks"].values()
                         if isinstance(s.get("errors", 0), int)))
     goals["zero_exceptions"] = {"value": exceptions, "pass": exceptions == 0}
 

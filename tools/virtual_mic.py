@@ -3,7 +3,7 @@
 A private PulseAudio daemon (its own HOME and XDG_RUNTIME_DIR under ``root``)
 with a pipe source ``vmic`` and no other source or sink: a real daemon would move
 a stream whose microphone vanished to another source (a sink's monitor), and then
-the loss could not be provoked. A feeder process (hop.engine.virtual_mic_feeder)
+the loss could not be provoked. A feeder process (hop.tools.virtual_mic_feeder)
 writes 16-bit PCM into the source's FIFO at real-time pace: the audio fed to it,
 silence otherwise, as a real microphone never stops delivering. Point PortAudio
 at it by exporting ``env()`` and calling hop.engine.capture.rescan_devices();
@@ -74,7 +74,7 @@ class VirtualMic:
                 raise RuntimeError(f"pulseaudio did not start:\n{log_text}")
             time.sleep(0.1)
         self.plug()
-        self.feeder = subprocess.Popen([sys.executable, "-m", "hop.engine.virtual_mic_feeder", str(self.fifo)],
+        self.feeder = subprocess.Popen([sys.executable, "-m", "hop.tools.virtual_mic_feeder", str(self.fifo)],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
         threading.Thread(target=self._read_feeder_events, daemon=True).start()
 
