@@ -2,7 +2,7 @@
 
 A control message sets one or more of
     style      a style name: 1-32 of [A-Za-z0-9_-], one of the offered ones when a list is given
-    intensity  a number in [0, 2] (0 rest, 1 as generated)
+    intensity  a number in [0, 3] (0 rest, 1 as generated; hop.profiles.INTENSITY_RANGE)
     mute       true / false
 and nothing else. Parsers for each wire format turn their bytes into a field dict and
 hand it to ``check_fields``, which either returns a ``Control`` or raises
@@ -18,9 +18,10 @@ import re
 import time
 from dataclasses import dataclass
 
+from hop.profiles import INTENSITY_RANGE
+
 CONTROL_FIELDS = ("style", "intensity", "mute")
 STYLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
-INTENSITY_RANGE = (0.0, 2.0)
 
 
 @dataclass(frozen=True)

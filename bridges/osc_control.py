@@ -3,7 +3,7 @@ TouchOSC, a lighting desk, Max/MSP or a show-control script.
 
 One OSC message per datagram, one argument each:
 
-    /hop/control/intensity  f|i      0 .. 2 (0 rest, 1 as generated)
+    /hop/control/intensity  f|i      0 .. 3 (0 rest, 1 as generated)
     /hop/control/mute       T|F, i 0|1, f 0.0|1.0   (toggles of most OSC apps send floats)
     /hop/control/style      s        a style name the engine offers, e.g. "speaker_3"
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from hop.bridges.control import INTENSITY_RANGE, STYLE_NAME, Control, ControlError, RateLimit, check_fields
+from hop.bridges.control import STYLE_NAME, Control, ControlError, RateLimit, check_fields
+from hop.profiles import INTENSITY_RANGE
 
 CONTROL_EXAMPLE = '{"type": "control", "intensity": 0.8}'
 

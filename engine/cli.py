@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="neutral | sample[:SEED] | speaker:N | comma-separated style vector")
     model.add_argument("--intensity", type=float, help="gesture size: 0 rest .. 1 as generated .. 3")
     model.add_argument("--no-asr", action="store_true", help="no speech recognition: audio alone drives semantics")
-    model.add_argument("--audio-delay", type=float, default=0.0, metavar="SECONDS",
+    model.add_argument("--audio-delay", type=float, metavar="SECONDS",
                        help="hold poses back this long to match audio the audience hears late")
 
     run = p.add_argument_group("running")
@@ -125,6 +125,8 @@ def options_from_args(args) -> SessionOptions:
         engine = replace(engine, asr=False)
     if args.lm_weights:
         engine = replace(engine, lm_weights=args.lm_weights)
+    if args.audio_delay is not None:
+        engine = replace(engine, audio_delay_s=args.audio_delay)
     motion = profile.motion if args.intensity is None else replace(profile.motion, intensity=args.intensity)
     ports = profile.outputs
 
@@ -163,7 +165,6 @@ def options_from_args(args) -> SessionOptions:
         ws_token=args.ws_token or os.environ.get("HOP_LIVE_WS_TOKEN"),
         osc_control=_osc_control_address(args.osc_control, ports.osc_control_port),
         style=args.style,
-        audio_delay_s=args.audio_delay,
         stats_line=args.stats or args.demo,
         stats_json=args.stats_json,
         duration_s=args.duration,

@@ -21,41 +21,10 @@ All vector work is per bone on a few dozen numbers: numpy is fast enough.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class MotionOptions:
-    pose_fps: float = 30.0
-    intensity: float = 1.0
-    gate_by_voice: bool = True  # False: the model's motion is shown in silence too
-    onset_s: float = 0.15  # idle -> model crossfade at speech onset
-    release_s: float = 0.6  # model -> idle after speech ends
-    smoothing_min_cutoff_hz: float = 2.0  # One Euro: lower = smoother at rest (0 disables smoothing)
-    smoothing_beta: float = 0.4  # One Euro: higher = less lag on fast moves
-    breathing_hz: float = 0.22
-    breathing_amount: float = 0.025  # peak bone-direction offset (about radians)
-    sway_amount: float = 0.02
-    seed: int = 0
-
-    def validate(self) -> None:
-        checks = {
-            "pose_fps": self.pose_fps > 0,
-            "intensity": 0.0 <= self.intensity <= 3.0,
-            "onset_s": self.onset_s >= 0,
-            "release_s": self.release_s >= 0,
-            "smoothing_min_cutoff_hz": self.smoothing_min_cutoff_hz >= 0,
-            "smoothing_beta": self.smoothing_beta >= 0,
-            "breathing_hz": self.breathing_hz >= 0,
-            "breathing_amount": 0 <= self.breathing_amount <= 0.3,
-            "sway_amount": 0 <= self.sway_amount <= 0.3,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"motion option(s) out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}"
-                             " (intensity must be within 0..3, amounts within 0..0.3, times and rates >= 0)")
+from hop.profiles import INTENSITY_RANGE, MotionOptions
 
 
 def normalize_bones(dir_vec: np.ndarray) -> np.ndarray:
@@ -128,7 +97,6 @@ class MotionShaper:
     """Raw model pose + voice activity in, the pose to send out; one per stream."""
 
     def __init__(self, rest: np.ndarray, options: MotionOptions = MotionOptions()):
-        options.validate()
         self.options = options
         self.rest = normalize_bones(np.asarray(rest, dtype=np.float32))
         self.idle = IdleMotion(self.rest, options)
@@ -138,8 +106,9 @@ class MotionShaper:
         self.muted = False
 
     def set_intensity(self, value: float) -> None:
-        if not 0.0 <= value <= 3.0:
-            raise ValueError(f"intensity must be within 0..3, got {value}")
+        low, high = INTENSITY_RANGE
+        if not low <= value <= high:
+            raise ValueError(f"intensity must be within {low:g}..{high:g}, got {value}")
         self.intensity = float(value)
 
     def _advance_weight(self, speaking: bool) -> None:

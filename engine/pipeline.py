@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from hop.bridges.frame import PoseFrame
-from hop.engine.motion import MotionOptions, MotionShaper, SendClock
+from hop.engine.motion import MotionShaper, SendClock
 from hop.engine.sanitize import AudioSanitizer
 from hop.engine.vad import VadOptions, VoiceActivityDetector
 from hop.model.stream import HopStream
 from hop.model.text import WordPieces, frame_tokens
+from hop.profiles import MotionOptions
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class FramePipeline:
         self.pose_fps = mel.fps
         self.sanitizer = AudioSanitizer()
         self.vad = VoiceActivityDetector(VadOptions(sample_rate=mel.sample_rate, frame_rate=mel.fps))
-        motion = MotionOptions(**{**motion.__dict__, "pose_fps": float(mel.fps)})
-        self.shaper = MotionShaper(stream.model.mean_pose.detach().cpu().numpy(), motion)
+        self.shaper = MotionShaper(stream.model.mean_pose.detach().cpu().numpy(),
+                                   replace(motion, pose_fps=float(mel.fps)))
         self.send_clock = SendClock(mel.fps, send_rate)
         self.asr = asr
         self._pieces = WordPieces(tokenizer) if tokenizer is not None else None

@@ -20,7 +20,6 @@ import collections
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -31,22 +30,7 @@ from hop.engine.pipeline import FramePipeline, PipelineFrame
 from hop.engine.ring import RingOverrun, SampleRing
 from hop.engine.status import EngineStatus, SourceState
 from hop.model.stream import HopStream
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    max_frames_per_step: int = 2  # a backlog up to this is computed in one model call
-    skip_backlog_frames: int = 2  # a larger backlog is skipped, never queued
-    audio_delay_s: float = 0.0  # hold poses back to line up with audio the audience hears later
-    idle_after_s: float = 0.3  # no audio this long (device lost, not started): idle motion on the wall clock
-    stream: int = 0  # the PoseFrame.stream index of this engine's output
-
-    def validate(self) -> None:
-        if self.max_frames_per_step < 1 or self.skip_backlog_frames < self.max_frames_per_step:
-            raise ValueError("need 1 <= max_frames_per_step <= skip_backlog_frames, got "
-                             f"{self.max_frames_per_step} and {self.skip_backlog_frames}")
-        if not 0.0 <= self.audio_delay_s <= 5.0:
-            raise ValueError(f"audio delay must be within 0..5 s, got {self.audio_delay_s}")
+from hop.profiles import EngineSettings
 
 
 class Source:
@@ -64,12 +48,12 @@ class Engine:
     """Owns the loop thread. ``run()`` blocks until ``stop()`` or the end of a file source."""
 
     def __init__(self, pipeline: FramePipeline, ring: SampleRing, source: Source, outputs: Outputs | list[PoseSink],
-                 options: RuntimeOptions = RuntimeOptions(), status: EngineStatus | None = None):
-        options.validate()
+                 settings: EngineSettings = EngineSettings(), status: EngineStatus | None = None, stream: int = 0):
         self.pipeline = pipeline
         self.ring = ring
         self.source = source
-        self.options = options
+        self.settings = settings
+        self.stream_index = stream  # the PoseFrame.stream of this engine's output
         self.status = status or EngineStatus()
         self.outputs = outputs if isinstance(outputs, Outputs) else Outputs(list(outputs), self.status)
         self.skeleton = pipeline.stream.model.cfg.skeleton
@@ -147,12 +131,12 @@ class Engine:
                 and self.ring.written < needed:
             return False
         now = time.perf_counter()
-        if now - self._last_audio_at > self.options.idle_after_s:
+        if now - self._last_audio_at > self.settings.idle_after_s:
             self._emit_idle(now)
         return True
 
     def _compute_ready(self) -> None:
-        mel, opts, pipeline = self._mel, self.options, self.pipeline
+        mel, opts, pipeline = self._mel, self.settings, self.pipeline
         ready = mel.frames_in(self.ring.written) - pipeline.frames_done
         if ready > opts.skip_backlog_frames:
             self._skip(ready - 1)
@@ -204,7 +188,7 @@ class Engine:
         """Queue a frame's sends, the first now (plus the audio delay), the rest a send period apart;
         ``capture_time`` None: idle motion, made without audio."""
         idle = capture_time is None
-        due = time.perf_counter() + self.options.audio_delay_s
+        due = time.perf_counter() + self.settings.audio_delay_s
         # Extrapolations of the previous frame not yet sent are superseded by this frame
         # (counted: a frame whose audio came early gives fewer than sends_per_frame sends).
         while self._sends and self._sends[-1][0] >= due and not self._sends[-1][4]:
@@ -223,7 +207,7 @@ class Engine:
                 time.sleep(max(0.0, self._sends[0][0] - time.perf_counter()))
             _, pose, capture_time, speaking, fresh, idle = self._sends.popleft()
             frame = PoseFrame(index=self._send_index, capture_time=capture_time, dir_vec=pose, speaking=speaking,
-                              stream=self.options.stream, skeleton=self.skeleton)
+                              stream=self.stream_index, skeleton=self.skeleton)
             self._send_index += 1
             self.outputs.send(frame)
             sent_at = time.perf_counter()

@@ -24,14 +24,13 @@ import numpy as np
 import torch
 
 from hop.engine.backends import BackendError, BackendOptions, prepare
-from hop.engine.motion import MotionOptions, sends_per_frame
 from hop.engine.outputs import Outputs
 from hop.engine.pipeline import FramePipeline, offline_pose_frames
 from hop.engine.ring import RingOptions, SampleRing
-from hop.engine.runtime import Engine, RuntimeOptions
+from hop.engine.runtime import Engine
 from hop.engine.status import EngineStatus
 from hop.model import CheckpointError, Hop, HopConfig, HopStream, LMNotFoundError, load_checkpoint
-from hop.profiles import EngineSettings, MotionSettings
+from hop.profiles import EngineSettings, MotionOptions
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_SPEECH = ASSETS / "demo_speech.wav"
@@ -61,13 +60,12 @@ class SessionOptions:
     outputs: tuple[OutputSpec, ...] = ()
     checkpoint: Path | None = None
     engine: EngineSettings = field(default_factory=EngineSettings)
-    motion: MotionSettings = field(default_factory=MotionSettings)
+    motion: MotionOptions = field(default_factory=MotionOptions)
     vmc_rig: str = "unity_humanoid"
     ws_allow_remote: bool = False
     ws_token: str | None = None
     osc_control: tuple[str, int] | None = None  # (host, port) of the OSC control input; loopback only
     style: str = "neutral"
-    audio_delay_s: float = 0.0
     stats_line: bool = False
     stats_json: Path | None = None
     duration_s: float | None = None
@@ -268,7 +266,7 @@ def build_session(options: SessionOptions, *, model: tuple[Hop, str] | None = No
     stream = HopStream(model, device=settings.device, step=step)
     apply_style(stream, options.style)
     status = status or EngineStatus()
-    motion = MotionOptions(**options.motion.__dict__)
+    motion = options.motion
     try:
         if options.fast:
             from hop.model import load_tokenizer
@@ -279,7 +277,7 @@ def build_session(options: SessionOptions, *, model: tuple[Hop, str] | None = No
         else:
             asr, tokenizer = _start_asr(settings.asr, model, status)
             pipeline = FramePipeline(stream, motion, settings.send_rate, asr=asr, tokenizer=tokenizer)
-    except ValueError as error:
+    except ValueError as error:  # a send rate below the pose rate, a tokenizer without PAD
         raise SessionError(str(error)) from None
     if options.report_dir is not None:
         options.report_dir.mkdir(parents=True, exist_ok=True)
@@ -294,10 +292,7 @@ def build_session(options: SessionOptions, *, model: tuple[Hop, str] | None = No
             sinks.append(session.recorder)
         if not options.fast:
             ring = SampleRing(RingOptions(seconds=10.0))
-            runtime = RuntimeOptions(max_frames_per_step=settings.max_frames_per_step,
-                                     skip_backlog_frames=settings.skip_backlog_frames,
-                                     audio_delay_s=options.audio_delay_s)
-            session.engine = Engine(pipeline, ring, open_source(options, ring), session.outputs, runtime, status)
+            session.engine = Engine(pipeline, ring, open_source(options, ring), session.outputs, settings, status)
             if session.recorder is not None:
                 session.engine.latency_trace = session.recorder.latencies
         session.controls = _open_osc_control(options, status, session.apply_control)

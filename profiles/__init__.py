@@ -1,9 +1,15 @@
-"""hop.profiles: named presets for the live engine, as TOML data.
+"""hop.profiles: the engine's settings, as one typed model, and named presets of it in TOML.
 
-A profile sets how the engine trades latency against smoothness and where its
-outputs go by default. ``hop-live --profile NAME`` loads ``profiles/NAME.toml``
-(or any path to a .toml file); command-line flags override what it sets. Every
-key is checked: an unknown key or a bad value is refused with the key's name.
+The setting types live here and nowhere else: ``EngineSettings`` (how the model runs
+and is paced), ``MotionOptions`` (what the avatar does between model and wire) and
+``OutputSettings`` (where outputs go by default). A run's options
+(hop.engine.session.SessionOptions) hold one of each beside its inputs and outputs;
+the live driver, the motion shaper and the control inputs take them as they are.
+Every range is declared once, in ``RANGES``, and checked by ``check()``.
+
+``hop-live --profile NAME`` loads ``profiles/NAME.toml`` (or any path to a .toml
+file); command-line flags override what it sets. Every key is checked: an unknown
+key or a bad value is refused with the key's name, the file and the valid keys.
 The pose rate is not a profile setting: it belongs to the checkpoint.
 
 Rig definitions used by the retargeting bridges live in ``profiles/rigs/``.
@@ -29,8 +35,10 @@ LM_WEIGHTS = ("fp32", "bf16", "int8")  # formats of the frozen LM's linear weigh
 @dataclass(frozen=True)
 class EngineSettings:
     send_rate: float = 60.0  # Hz on the wire; >= the model's pose rate
-    max_frames_per_step: int = 2
-    skip_backlog_frames: int = 2
+    max_frames_per_step: int = 2  # a backlog up to this is computed in one model call
+    skip_backlog_frames: int = 2  # a larger backlog is skipped, never queued
+    audio_delay_s: float = 0.0  # hold poses back to line up with audio the audience hears later
+    idle_after_s: float = 0.3  # no audio this long (device lost, not started): idle motion on the wall clock
     backend: str = "eager"  # eager | compile | tensorrt
     device: str = "cpu"  # cpu | cuda
     # torch intra-op threads; 0 keeps torch's default. One by default: on a small,
@@ -42,17 +50,29 @@ class EngineSettings:
     lm_weights: str = "fp32"
     asr: bool = True
 
+    def __post_init__(self):
+        check("engine", self)
+        if self.skip_backlog_frames < self.max_frames_per_step:
+            raise ProfileError("engine.skip_backlog_frames must be >= engine.max_frames_per_step, got "
+                               f"{self.skip_backlog_frames} < {self.max_frames_per_step}")
+
 
 @dataclass(frozen=True)
-class MotionSettings:
-    intensity: float = 1.0
-    gate_by_voice: bool = True
-    onset_s: float = 0.15
-    release_s: float = 0.6
-    smoothing_min_cutoff_hz: float = 2.0
-    smoothing_beta: float = 0.4
-    breathing_amount: float = 0.025
+class MotionOptions:
+    intensity: float = 1.0  # 0 rest .. 1 as generated .. 3 (RANGES)
+    gate_by_voice: bool = True  # False: the model's motion is shown in silence too
+    onset_s: float = 0.15  # idle -> model crossfade at speech onset
+    release_s: float = 0.6  # model -> idle after speech ends
+    smoothing_min_cutoff_hz: float = 2.0  # One Euro: lower = smoother at rest (0 disables smoothing)
+    smoothing_beta: float = 0.4  # One Euro: higher = less lag on fast moves
+    breathing_hz: float = 0.22
+    breathing_amount: float = 0.025  # peak bone-direction offset (about radians)
     sway_amount: float = 0.02
+    seed: int = 0
+    pose_fps: float = 30.0  # set from the checkpoint by the pipeline, not by profiles
+
+    def __post_init__(self):
+        check("motion", self)
 
 
 @dataclass(frozen=True)
@@ -63,23 +83,32 @@ class OutputSettings:
     osc_control_port: int = 9001  # --osc-control without a port
     vmc_rig: str = "unity_humanoid"
 
+    def __post_init__(self):
+        check("outputs", self)
+
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     engine: EngineSettings
-    motion: MotionSettings
+    motion: MotionOptions
     outputs: OutputSettings
 
 
-_SECTIONS = {"engine": EngineSettings, "motion": MotionSettings, "outputs": OutputSettings}
-_RANGES = {
+_SECTIONS = {"engine": EngineSettings, "motion": MotionOptions, "outputs": OutputSettings}
+_NOT_IN_PROFILES = {"motion.pose_fps"}  # belongs to the checkpoint
+INTENSITY_RANGE = (0.0, 3.0)
+RANGES = {
     "engine.send_rate": (1.0, 240.0),
     "engine.max_frames_per_step": (1, 64),
     "engine.skip_backlog_frames": (1, 600),
+    "engine.audio_delay_s": (0.0, 5.0),
+    "engine.idle_after_s": (0.01, 60.0),
     "engine.threads": (0, 256),
-    "motion.intensity": (0.0, 3.0),
+    "motion.intensity": INTENSITY_RANGE,
+    "motion.breathing_hz": (0.0, 5.0),
+    "motion.pose_fps": (1.0, 240.0),
     "motion.onset_s": (0.0, 5.0),
     "motion.release_s": (0.0, 10.0),
     "motion.smoothing_min_cutoff_hz": (0.0, 100.0),
@@ -91,7 +120,7 @@ _RANGES = {
     "outputs.ws_port": (0, 65535),
     "outputs.osc_control_port": (0, 65535),
 }
-_CHOICES = {"engine.backend": ("eager", "compile", "tensorrt"), "engine.device": ("cpu", "cuda"),
+CHOICES = {"engine.backend": ("eager", "compile", "tensorrt"), "engine.device": ("cpu", "cuda"),
             "engine.lm_weights": LM_WEIGHTS}
 
 
@@ -109,43 +138,52 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ProfileError(f"profile {str(path)!r} is not valid TOML: {error}") from None
-    return parse_profile(data, path.stem)
+        raise ProfileError(f"{path}: not valid TOML: {error}") from None
+    return parse_profile(data, path.stem, source=str(path))
 
 
-def parse_profile(data: dict, default_name: str = "custom") -> Profile:
+def parse_profile(data: dict, default_name: str = "custom", source: str = "profile") -> Profile:
+    """``source`` names where ``data`` came from (a file's path) in every error."""
     allowed_top = {"name", "description", *_SECTIONS}
     unknown = sorted(set(data) - allowed_top)
     if unknown:
-        raise ProfileError(f"unknown profile key(s) {unknown}; allowed: {sorted(allowed_top)}")
+        raise ProfileError(f"{source}: unknown key(s) {unknown}; valid top-level keys: {sorted(allowed_top)}")
     sections = {}
     for section, cls in _SECTIONS.items():
         table = data.get(section, {})
         if not isinstance(table, dict):
-            raise ProfileError(f"[{section}] must be a table")
-        known = {f.name for f in fields(cls)}
+            raise ProfileError(f"{source}: [{section}] must be a table")
+        known = sorted(f.name for f in fields(cls) if f"{section}.{f.name}" not in _NOT_IN_PROFILES)
         values = {}
         for key, value in table.items():
-            where = f"{section}.{key}"
             if key not in known:
-                raise ProfileError(f"unknown profile key {where!r}; allowed in [{section}]: {sorted(known)}")
-            values[key] = _check_value(where, value, type(getattr(cls(), key)))
-        sections[section] = cls(**values)
+                raise ProfileError(f"{source}: unknown key '{section}.{key}'; valid keys in [{section}]: {known}")
+            values[key] = _typed(f"{section}.{key}", value, type(getattr(cls(), key)))
+        try:
+            sections[section] = cls(**values)
+        except ProfileError as error:
+            raise ProfileError(f"{source}: {error}") from None
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], str):
-            raise ProfileError(f"profile key {key!r} must be a string")
+            raise ProfileError(f"{source}: key {key!r} must be a string")
     return Profile(name=data.get("name", default_name), description=data.get("description", ""), **sections)
 
 
-def _check_value(where: str, value, expected: type):
+def check(section: str, settings) -> None:
+    """Every field of ``settings`` (a section's dataclass) against RANGES and CHOICES."""
+    for f in fields(settings):
+        where, value = f"{section}.{f.name}", getattr(settings, f.name)
+        if where in RANGES:
+            low, high = RANGES[where]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ProfileError(f"'{where}' must be within {low}..{high}, got {value!r}")
+        if where in CHOICES and value not in CHOICES[where]:
+            raise ProfileError(f"'{where}' must be one of {list(CHOICES[where])}, got {value!r}")
+
+
+def _typed(where: str, value, expected: type):
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not expected:
-        raise ProfileError(f"profile key {where!r} must be a {expected.__name__}, got {value!r}")
-    if where in _RANGES:
-        low, high = _RANGES[where]
-        if not low <= value <= high:
-            raise ProfileError(f"profile key {where!r} must be within {low}..{high}, got {value!r}")
-    if where in _CHOICES and value not in _CHOICES[where]:
-        raise ProfileError(f"profile key {where!r} must be one of {list(_CHOICES[where])}, got {value!r}")
+        raise ProfileError(f"'{where}' must be a {expected.__name__}, got {value!r}")
     return value

@@ -35,7 +35,7 @@ def reference(datagram: bytes) -> dict | None:
         return None
     tag, value = packet["types"], packet["args"][0]
     if packet["address"] == "/hop/control/intensity":
-        if tag in "if" and not math.isnan(value) and 0 <= value <= 2:
+        if tag in "if" and not math.isnan(value) and 0 <= value <= 3:
             return {"intensity": float(value)}
     elif packet["address"] == "/hop/control/mute":
         if tag in "TF":
@@ -84,7 +84,7 @@ def test_valid_messages_over_udp_reach_the_handler_and_bad_ones_are_counted():
             ("/hop/control/style", "s", ["lively"])]
     bad = {
         "bad_address": osc_message("/hop/control/volume", "f", [0.5]).dgram,
-        "bad_value": osc_message("/hop/control/intensity", "f", [2.5]).dgram,
+        "bad_value": osc_message("/hop/control/intensity", "f", [3.5]).dgram,
         "bad_args": osc_message("/hop/control/intensity", "ff", [0.5, 0.5]).dgram,
         "bad_osc": osc_message("/hop/control/intensity", "f", [0.5]).dgram + b"\0\0\0\0",
         "bundle": b"#bundle\0" + bytes(8) + struct.pack(">i", 24) + osc_message("/hop/control/mute", "T", [True]).dgram,

@@ -309,7 +309,7 @@ VALID = '{"type": "control", "intensity": 0.5}'
 GARBAGE = [
     "", "null", "[]", "42", '"control"', "{", "{}", '{"type": "control"}', '{"type": "Control", "mute": true}',
     '{"type": "control", "mute": 1}', '{"type": "control", "mute": "yes"}', '{"type": "control", "intensity": true}',
-    '{"type": "control", "intensity": 2.5}', '{"type": "control", "intensity": -0.1}',
+    '{"type": "control", "intensity": 3.5}', '{"type": "control", "intensity": -0.1}',
     '{"type": "control", "intensity": NaN}', '{"type": "control", "intensity": Infinity}',
     '{"type": "control", "intensity": 1e999}', '{"type": "control", "intensity": ' + "9" * 500 + "}",
     '{"type": "control", "intensity": "1"}', '{"type": "control", "intensity": null}',

@@ -3,7 +3,7 @@ reference validator written here from the schema, through a real socket.
 
 Schema (bridges/ws_control.py, bridges/control.py): a JSON object {"type": "control", ...} with at least one of
 "style" (1-32 of [A-Za-z0-9_-], one of the offered styles), "intensity" (a number,
-not a boolean, in [0, 2]) and "mute" (true/false), nothing else, no repeated keys,
+not a boolean, in [0, 3]) and "mute" (true/false), nothing else, no repeated keys,
 no NaN/Infinity, at most max_control_bytes of UTF-8.
 """
 
@@ -54,7 +54,7 @@ def reference(text: str) -> dict | None:
             return None
     if "intensity" in fields:
         value = fields["intensity"]
-        if type(value) not in (int, float) or not (0 <= value <= 2):  # NaN fails the comparison
+        if type(value) not in (int, float) or not (0 <= value <= 3):  # NaN fails the comparison
             return None
         fields["intensity"] = float(value)
     if "mute" in fields and type(fields["mute"]) is not bool:

@@ -16,8 +16,8 @@ from websockets.sync.client import connect
 from hop.bridges.ws import WebSocketOptions, WebSocketSink
 from hop.engine.audio_file import FileSource, FileSourceOptions
 from hop.engine.ring import SampleRing
-from hop.engine.runtime import Engine, RuntimeOptions
-from hop.engine.motion import MotionOptions
+from hop.engine.runtime import Engine
+from hop.profiles import EngineSettings, MotionOptions
 from hop.engine.pipeline import FramePipeline
 from hop.engine.session import apply_control
 from hop.model import Hop, HopConfig, HopStream
@@ -52,7 +52,7 @@ def test_websocket_controls_reach_the_engine(model, tmp_path):
     sink = WebSocketSink(WebSocketOptions(port=0))
     ring = SampleRing()
     source = FileSource(FileSourceOptions(_wav(tmp_path / "a.wav", 6.0)), ring)
-    engine = Engine(FramePipeline(HopStream(model), MotionOptions(), 60.0), ring, source, [sink], RuntimeOptions())
+    engine = Engine(FramePipeline(HopStream(model), MotionOptions(), 60.0), ring, source, [sink], EngineSettings())
     sink.on_control(lambda control: apply_control(engine, control))
     runner = threading.Thread(target=engine.run)
     runner.start()
@@ -83,7 +83,7 @@ def test_audio_delay_holds_poses_back(model, tmp_path):
     ring = SampleRing()
     source = FileSource(FileSourceOptions(_wav(tmp_path / "d.wav", 2.0)), ring)
     engine = Engine(FramePipeline(HopStream(model), MotionOptions(), 60.0), ring, source, [],
-                    RuntimeOptions(audio_delay_s=0.25))
+                    EngineSettings(audio_delay_s=0.25))
     engine.run()
     latency_ms = engine.status._latency_ms.values()
     assert len(latency_ms) > 20

@@ -29,13 +29,12 @@ from hop.engine.asr import AsrClient, AsrOptions
 from hop.engine.audio_file import AudioFileError, FileSource, FileSourceOptions, load_wav_16k_mono, read_wav_info
 from hop.engine.capture import CaptureOptions, MicCapture
 from hop.engine.ring import RingOptions, SampleRing
-from hop.engine.motion import MotionOptions
 from hop.engine.pipeline import FramePipeline
-from hop.engine.runtime import Engine, RuntimeOptions
+from hop.engine.runtime import Engine
 from hop.engine.session import Session, SessionOptions, build_session
 from hop.engine.status import AsrState
 from hop.model import Hop, HopConfig, HopStream
-from hop.profiles import EngineSettings
+from hop.profiles import EngineSettings, MotionOptions
 
 SR = 16000
 
@@ -109,7 +108,7 @@ def frames_covering(model, samples: int) -> int:
 def engine_of(model, ring, source, sinks, send_rate: float = 60.0, **runtime) -> Engine:
     """The live driver around a pipeline of ``model``."""
     return Engine(FramePipeline(HopStream(model), MotionOptions(), send_rate), ring, source, sinks,
-                  RuntimeOptions(**runtime))
+                  EngineSettings(**runtime))
 
 
 def poses_of(sink: ListSink) -> np.ndarray:

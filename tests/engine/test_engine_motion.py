@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from hop.engine.motion import (IdleMotion, MotionOptions, MotionShaper, OneEuroFilter, SendClock,
-                               normalize_bones)
+from hop.engine.motion import IdleMotion, MotionShaper, OneEuroFilter, SendClock, normalize_bones
 from hop.model.skeleton import TED_GESTURE
+from hop.profiles import MotionOptions
 
 REST = TED_GESTURE.mean_pose()
 
@@ -54,7 +54,9 @@ def test_intensity_scales_the_deviation_from_rest():
     d_half, d_full = np.linalg.norm(out[0.5] - rest), np.linalg.norm(out[1.0] - rest)
     assert 0.3 * d_full < d_half < 0.7 * d_full
     with pytest.raises(ValueError, match="intensity"):
-        MotionShaper(REST, MotionOptions(intensity=7.0))
+        MotionOptions(intensity=7.0)
+    with pytest.raises(ValueError, match="intensity"):
+        MotionShaper(REST, MotionOptions()).set_intensity(3.5)
 
 
 def test_one_euro_filter_removes_jitter_but_follows_fast_moves():

@@ -21,7 +21,7 @@ def test_every_shipped_profile_loads():
     ({"engine": {"lm_weights": "int4"}}, "'engine.lm_weights' must be one of"),
     ({"engine": {"asr": "yes"}}, "'engine.asr' must be a bool"),
     ({"outputs": {"osc_port": 70000}}, "'outputs.osc_port'"),
-    ({"extras": {}}, "unknown profile key"),
+    ({"extras": {}}, "unknown key"),
 ])
 def test_bad_profiles_name_the_key(data, message):
     with pytest.raises(ProfileError, match=message):
@@ -47,3 +47,26 @@ def test_cli_flags_override_the_profile(tmp_path):
 def test_unknown_profile_lists_the_built_in_ones():
     with pytest.raises(ProfileError, match="built-in profiles: .*balanced"):
         load_profile("nope")
+
+
+def test_an_unknown_key_names_itself_the_file_and_the_valid_keys(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('[motion]\nintensty = 0.5\n')
+    with pytest.raises(ProfileError) as error:
+        load_profile(path)
+    message = str(error.value)
+    assert "'motion.intensty'" in message and str(path) in message and "'intensity'" in message, message
+    # the pose rate belongs to the checkpoint: not a profile key
+    with pytest.raises(ProfileError, match="unknown key 'motion.pose_fps'"):
+        parse_profile({"motion": {"pose_fps": 15.0}})
+
+
+def test_settings_check_their_ranges_wherever_they_are_made():
+    """One place holds every range: the profile loader, the CLI and code all meet the same check."""
+    from hop.profiles import EngineSettings, MotionOptions
+    with pytest.raises(ProfileError, match="'engine.audio_delay_s' must be within 0.0..5.0"):
+        EngineSettings(audio_delay_s=9.0)
+    with pytest.raises(ProfileError, match="skip_backlog_frames must be >="):
+        EngineSettings(max_frames_per_step=4, skip_backlog_frames=2)
+    with pytest.raises(ProfileError, match="'motion.intensity' must be within 0.0..3.0"):
+        MotionOptions(intensity=3.5)

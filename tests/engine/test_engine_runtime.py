@@ -15,10 +15,10 @@ import torch
 
 from hop.engine.audio_file import FileSource, FileSourceOptions
 from hop.engine.capture import CaptureOptions, MicCapture
-from hop.engine.motion import MotionOptions
+from hop.profiles import EngineSettings, MotionOptions
 from hop.engine.pipeline import FramePipeline, convert
 from hop.engine.ring import RingOptions, SampleRing
-from hop.engine.runtime import Engine, RuntimeOptions
+from hop.engine.runtime import Engine
 from hop.engine.status import SourceState
 from hop.engine.session import DEFAULT_CHECKPOINT
 from hop.model import Hop, HopConfig, HopStream, load_checkpoint
@@ -31,13 +31,7 @@ from hop.bridges.osc import OscSink  # noqa: E402
 SR = 16000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """As the engine's profiles run it (see EngineSettings.threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +121,7 @@ def test_falling_behind_skips_frames_instead_of_growing_latency(model, speech_so
     stream._step = stalling_step
     sink = ListSink()
     engine = Engine(pipeline(model, 30.0, stream), ring, FileSource(FileSourceOptions(wav), ring), [sink],
-                    RuntimeOptions(skip_backlog_frames=4))
+                    EngineSettings(skip_backlog_frames=4))
     engine.run()
     status = engine.status.snapshot()
     assert status["frames_skipped"] > 10
@@ -147,7 +141,7 @@ def test_a_send_lost_inside_the_engine_shows_as_unaccounted(model, speech_source
     wav = write_wav(tmp_path / "talk.wav", 0.8 * speech_source(2.0))
     ring = SampleRing()
     sink = ListSink()
-    engine = Engine(pipeline(model), ring, FileSource(FileSourceOptions(wav), ring), [sink], RuntimeOptions())
+    engine = Engine(pipeline(model), ring, FileSource(FileSourceOptions(wav), ring), [sink], EngineSettings())
     schedule = engine._schedule
     calls = {"n": 0}
 
@@ -179,7 +173,7 @@ class SilentSource:
 
 def test_no_audio_keeps_the_avatar_alive_with_idle_motion(model):
     sink = ListSink()
-    engine = Engine(pipeline(model), SampleRing(), SilentSource(), [sink], RuntimeOptions(idle_after_s=0.1))
+    engine = Engine(pipeline(model), SampleRing(), SilentSource(), [sink], EngineSettings(idle_after_s=0.1))
     runner = threading.Thread(target=engine.run)
     runner.start()
     time.sleep(1.5)
@@ -199,7 +193,7 @@ def test_live_capture_to_osc_receiver_process(trained_model, virtual_mic, speech
     receiver = OscReceiverProcess()
     ring = SampleRing()
     capture = MicCapture(CaptureOptions(device="pulse", samplerate=16000, channels=1), ring)
-    engine = Engine(pipeline(model), ring, capture, [OscSink("127.0.0.1", receiver.port)], RuntimeOptions())
+    engine = Engine(pipeline(model), ring, capture, [OscSink("127.0.0.1", receiver.port)], EngineSettings())
     runner = threading.Thread(target=engine.run)
     try:
         runner.start()
