@@ -20,10 +20,23 @@ def _block():
     return rng.uniform(-0.5, 0.5, (BLOCK, CHANNELS)).astype(np.float32)
 
 
+def _tone(blocks: int) -> np.ndarray:
+    """A 440 Hz stereo tone (the channels differ in level and phase), ``blocks`` blocks long."""
+    t = np.arange(blocks * BLOCK) / RATE
+    left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 440 * t + 0.3)
+    return np.stack([left, right], axis=1).astype(np.float32)
+
+
 def test_callback_resample_numba(benchmark):
+    # The streamed blocks give what scipy gives for the whole signal at once: the two
+    # timed cases below do the same job.
     resampler = StreamingResampler(RATE, CHANNELS, max_block_frames=BLOCK)
+    tone = _tone(40)
+    streamed = np.concatenate([resampler.process(tone[i:i + BLOCK]).copy() for i in range(0, len(tone), BLOCK)])
+    whole = resample_poly(tone.mean(axis=1), 1, 3)
+    assert len(whole) - len(streamed) <= 16  # what is still in the filter's look-ahead
+    assert np.abs(streamed[100:] - whole[100:len(streamed)]).max() < 1e-4
     block = _block()
-    resampler.process(block)  # the first block also fills the filter's look-ahead
     out = benchmark(resampler.process, block)
     assert len(out) == 160
 
@@ -37,5 +50,8 @@ def test_callback_resample_scipy_per_block(benchmark):
 def test_callback_sanitize_numba(benchmark):
     sanitizer = AudioSanitizer()
     samples = _block()[:, 0][:160].copy()
-    out = benchmark(sanitizer.process, samples)
-    assert np.isfinite(out).all()
+    samples[[3, 50, 90]] = [np.nan, np.inf, 1e-42]  # the faults the callback must not pass on
+    clean = samples.copy()
+    out = benchmark(sanitizer.process, clean)
+    assert np.isfinite(out).all() and np.abs(out).max() < 2.0
+    assert sanitizer.counts.nonfinite_samples >= 2 and sanitizer.counts.denormal_samples >= 1

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
 
+from hop.bridges.retarget import convert_points  # noqa: E402
 from hop.model.skeleton import get_skeleton  # noqa: E402
 
 
@@ -36,9 +37,10 @@ def write_skeleton_gif(path: Path, frames, skeleton_name: str, fps: float, max_s
     picks = np.searchsorted(times, wanted).clip(0, len(frames) - 1)
     joints = np.stack([skeleton.dir_vec_to_joints(frames[i][1]) for i in picks])  # (T, J, 3)
     speaking = [frames[i][2] for i in picks]
-    # TED axes: up is -y, the subject's left is -x; seen from the front the subject's
-    # left appears on the viewer's right, so plot -x to the right... and -y up.
-    xs, ys = -joints[..., 0], -joints[..., 1]
+    # Seen from the front, in VRM space (Y up, the subject's left at +X): the subject's
+    # left appears on the viewer's right.
+    front = convert_points(joints, "ted", "vrm")
+    xs, ys = front[..., 0], front[..., 1]
     fig, ax = plt.subplots(figsize=(3.2, 3.6), dpi=80)
     span = max(np.ptp(xs), np.ptp(ys)) * 0.6 + 0.1
     cx, cy = xs.mean(), ys.mean()
