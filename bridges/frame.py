@@ -8,7 +8,7 @@ never stall or crash the engine: a dead target or a full disk is counted in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -22,6 +22,10 @@ class PoseFrame:
     speaking: bool  # voice activity at this frame
     stream: int = 0  # speaker/channel index (one output per speaker)
     skeleton: str = "ted_gesture"
+    # Face weights 0..1 by VRM 1.0 expression preset name: mouth shapes "aa", "ih", "ou", "ee",
+    # "oh" from the voice and "blink"; empty when the engine makes none. Outputs map the names
+    # to their own (VRM 0.x: A, I, U, E, O, Blink).
+    expressions: dict[str, float] = field(default_factory=dict)
 
 
 @runtime_checkable
