@@ -41,8 +41,12 @@ SPACES: dict[str, tuple[np.ndarray, float]] = {
     "ted": (np.eye(3), 1.0),
     # Unity: left-handed, Y up, Z forward, avatar's left at -X, metres.
     "unity": (np.diag([1.0, -1.0, 1.0]), 1.0),
-    # glTF / three.js: right-handed, Y up; the Unity -> glTF rule is (x, y, -z).
-    "gltf": (np.diag([1.0, -1.0, -1.0]), 1.0),
+    # glTF 2.0 as its specification puts a figure: right-handed, Y up, metres, the figure
+    # FACING +Z with its left hand at +X (from TED: (-x, -y, z)); the same as "vrm" below.
+    "gltf": (np.diag([-1.0, -1.0, 1.0]), 1.0),
+    # VRM 0.x files (UniVRM 0.x): glTF axes, but the figure faces -Z, its left hand at -X
+    # (from TED: (x, -y, -z); from Unity: (x, y, -z), the z mirror UniVRM 0.x imports with).
+    "vrm0": (np.diag([1.0, -1.0, -1.0]), 1.0),
     # Unreal: left-handed, Z up, X forward, Y right, centimetres.
     "unreal": (np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), 100.0),
     # BVH tools: right-handed, Y up, Z forward, character's left at +X, centimetres.
@@ -50,8 +54,8 @@ SPACES: dict[str, tuple[np.ndarray, float]] = {
     # VRM 1.0 / three-vrm (the WebSocket JSON stream and the browser viewer): glTF axes
     # as VRM 1.0 uses them - right-handed, Y up, the figure FACING +Z (towards
     # three.js's default camera), its left hand at +X, metres. From Unity that is a
-    # mirror of x. ("gltf" above is UniVRM 0.x's convention, in which the figure faces
-    # -Z; three-vrm turns VRM 0.x avatars round with VRMUtils.rotateVRM0.)
+    # mirror of x (what UniVRM 1.0 imports with). three-vrm turns VRM 0.x avatars
+    # ("vrm0" above) round with VRMUtils.rotateVRM0, so this one frame serves both.
     "vrm": (np.diag([-1.0, -1.0, 1.0]), 1.0),
 }
 

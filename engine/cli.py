@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="native /hop/... OSC stream (see bridges/README.md)")
     out.add_argument("--vmc", action="append", default=[], metavar="HOST[:PORT]",
                      help="VMC protocol (EVMC4U, VMC4UE, VSeeFace, VMC4B); default port 39539")
+    out.add_argument("--avatar", metavar="FILE",
+                     help="with --vmc: the receiver's avatar (.vrm VRM 0.x/1.0, or .glb with a humanoid); bone "
+                          "positions sent are then its own rest offsets (see bridges/README.md)")
     out.add_argument("--ws", action="append", default=[], metavar="[HOST:]PORT",
                      help="WebSocket stream + browser viewer (loopback unless --ws-allow-remote)")
     out.add_argument("--ws-allow-remote", action="store_true", help="allow binding --ws to a non-loopback address")
@@ -161,6 +164,7 @@ def options_from_args(args) -> SessionOptions:
         engine=engine,
         motion=motion,
         vmc_rig=ports.vmc_rig,
+        vmc_avatar=_vmc_avatar(args),
         ws_allow_remote=args.ws_allow_remote,
         ws_token=args.ws_token or os.environ.get("HOP_LIVE_WS_TOKEN"),
         osc_control=_osc_control_address(args.osc_control, ports.osc_control_port),
@@ -170,6 +174,20 @@ def options_from_args(args) -> SessionOptions:
         duration_s=args.duration,
         report_dir=out_dir,
     )
+
+
+def _vmc_avatar(args) -> Path | None:
+    """--avatar, read now (a file that is no usable humanoid ends the run here, exit 2, one line)."""
+    if args.avatar is None:
+        return None
+    if not args.vmc:
+        raise SessionError(f"--avatar {args.avatar!r} applies to --vmc (the VMC receiver's avatar); add --vmc HOST")
+    from hop.bridges.avatar import AvatarError, load_avatar
+    try:
+        load_avatar(Path(args.avatar))
+    except AvatarError as error:
+        raise SessionError(f"--avatar: {error}") from None
+    return Path(args.avatar)
 
 
 def _osc_control_address(spec: str | None, default_port: int) -> tuple[str, int] | None:

@@ -62,6 +62,7 @@ class SessionOptions:
     engine: EngineSettings = field(default_factory=EngineSettings)
     motion: MotionOptions = field(default_factory=MotionOptions)
     vmc_rig: str = "unity_humanoid"
+    vmc_avatar: Path | None = None  # --avatar: the VMC receiver's avatar (.vrm/.glb); positions become its own
     ws_allow_remote: bool = False
     ws_token: str | None = None
     osc_control: tuple[str, int] | None = None  # (host, port) of the OSC control input; loopback only
@@ -329,7 +330,8 @@ def open_sinks(options: SessionOptions, skeleton: str, wire_rate: float, on_cont
                 sinks.append(OscSink(out.host, out.port))
             elif out.kind == "vmc":
                 from hop.bridges.vmc import VmcOptions, VmcSink
-                sinks.append(VmcSink(out.host, out.port, VmcOptions(rig=options.vmc_rig)))
+                sinks.append(VmcSink(out.host, out.port, VmcOptions(rig=options.vmc_rig, avatar=options.vmc_avatar,
+                                                                    send_rate=wire_rate)))
             elif out.kind == "ws":
                 from hop.bridges.ws import WebSocketOptions, WebSocketSink
                 sink = WebSocketSink(WebSocketOptions(host=out.host, port=out.port, skeleton=skeleton,

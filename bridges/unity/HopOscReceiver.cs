@@ -77,7 +77,7 @@ namespace HopLive
 
         // Bone order of the two skeletons (hop.model.skeleton): index of each source bone in /hop/dirvec.
         static readonly Drive[] TedGesture = Table(0, 1, 2, 3, 4, 5, 6, 7, 8, new Vector3(0f, 0.12f, -0.056f));
-        static readonly Drive[] TedExpressive = Table(0, 7, 8, 1, 3, 4, 2, 5, 6, new Vector3(-0.03f, 0.02f, 0.02f));
+        static readonly Drive[] TedExpressive = Table(0, 7, 8, 1, 3, 4, 2, 5, 6, new Vector3(-0.032f, 0.04f, -0.02f));
 
         Transform[] bones;
         Quaternion[] restRotation;  // bone rotation relative to the avatar root, at rest (T-pose)

@@ -174,9 +174,11 @@ def test_bridges_space_round_trip_and_consistency(source, target):
 
 def test_bridges_space_documented_rules():
     p, q = np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.3, 0.9])
-    gp, gq = convert_space(p, q, "unity", "gltf")
+    # VRM 0.x files (the figure facing -Z): Unity mirrored in z; from TED (x, -y, -z).
+    gp, gq = convert_space(p, q, "unity", "vrm0")
     np.testing.assert_allclose(gp, [0.1, 0.2, -0.3])
     np.testing.assert_allclose(gq, [-0.1, -0.2, 0.3, 0.9])
+    np.testing.assert_allclose(convert_points(p, "ted", "vrm0"), [0.1, -0.2, -0.3])
     up, uq = convert_space(p, q, "unity", "unreal")
     np.testing.assert_allclose(up, [30.0, 10.0, 20.0])  # X forward, Y right, Z up, centimetres
     np.testing.assert_allclose(uq, [0.3, 0.1, 0.2, 0.9])
@@ -186,6 +188,9 @@ def test_bridges_space_documented_rules():
     np.testing.assert_allclose(vq, [0.1, -0.2, -0.3, 0.9])
     np.testing.assert_allclose(convert_points(p, "ted", "vrm"), [-0.1, -0.2, 0.3])
     np.testing.assert_allclose(convert_rotations(q, "unity", "vrm"), vq)
+    # glTF 2.0's own rule (a figure faces +Z, its left hand at +X) is VRM 1.0's: one frame.
+    np.testing.assert_allclose(convert_points(p, "ted", "gltf"), convert_points(p, "ted", "vrm"))
+    np.testing.assert_allclose(convert_rotations(q, "unity", "gltf"), vq)
     with pytest.raises(ValueError, match="unknown space"):
         convert_space(p, q, "unity", "maya")
 

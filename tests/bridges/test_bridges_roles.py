@@ -14,7 +14,7 @@ from hop.bridges.vmc import VmcOptions, VmcSink
 from hop.bridges.ws import WebSocketOptions, WebSocketSink
 
 BRIDGES = Path(__file__).resolve().parents[2] / "bridges"
-OUTPUTS = {"osc", "vmc", "bvh", "ws", "ws_protocol", "ws_http", "ws_auth"}
+OUTPUTS = {"osc", "vmc", "avatar", "bvh", "ws", "ws_protocol", "ws_http", "ws_auth"}
 CONTROL_INPUTS = {"control", "osc_control", "ws_control"}
 SHARED = {"frame", "retarget", "osc_wire"}
 
