@@ -1,9 +1,14 @@
 """Output: the BVH recorder, pose frames -> a standard Biovision Hierarchy file, safe to kill.
 
-The hierarchy comes from a rig in BVH space (profiles/rigs/bvh_ted.toml: the TED
-Gesture skeleton, Y up, facing +Z, centimetres). Each frame is retargeted onto
-it (hop.bridges.retarget) and written as one motion line: the root's position
-then Z X Y Euler angles in degrees for every joint, in hierarchy order.
+The hierarchy comes from a rig in BVH space, by default the skeleton's own
+(profiles/rigs/bvh_ted.toml for TED Gesture, bvh_ted_expressive.toml for TED
+Expressive: Y up, facing +Z, centimetres). Its joints are named for the bone
+they turn, as DCC tools name a person's (Hips, Spine, Neck, Head, LeftShoulder,
+LeftArm, LeftForeArm, LeftHand, and for TED Expressive LeftHandThumb1 ...
+LeftHandPinky3), so Blender shows "Head" as the head and "LeftArm" as the upper
+arm. Each frame is retargeted onto it (hop.bridges.retarget) and written as one
+motion line: the root's position then Z X Y Euler angles in degrees for every
+joint, in hierarchy order.
 
 The file is valid at every moment, not only after close():
 - the whole header is written first, with a fixed-width ``Frames:`` field;
@@ -42,10 +47,21 @@ JOINT_CHANNELS = "Zrotation Xrotation Yrotation"
 EULER_ORDER = "ZXY"  # intrinsic: R = Rz Rx Ry, the order the channels are listed in
 
 
+# The rig each skeleton is recorded onto unless BvhOptions.rig names another.
+BVH_RIGS = {"ted_gesture": "bvh_ted", "ted_expressive": "bvh_ted_expressive"}
+
+
+def bvh_rig_for(skeleton: str) -> str:
+    if skeleton not in BVH_RIGS:
+        raise ValueError(f"no built-in BVH rig for skeleton {skeleton!r} (there are {BVH_RIGS}); "
+                         "pass BvhOptions(rig=...) with a rig in BVH space")
+    return BVH_RIGS[skeleton]
+
+
 @dataclass(frozen=True)
 class BvhOptions:
     fps: float = 15.0  # the pose frame rate; written as the header's Frame Time
-    rig: str = "bvh_ted"  # a rig with space = "bvh" and an End Site on every leaf
+    rig: str | None = None  # a rig with space = "bvh" and an End Site on every leaf; None: BVH_RIGS[skeleton]
     skeleton: str = "ted_gesture"
     stream: int = 0  # one file records one speaker; frames of other streams are ignored
     decimals: int = 4  # digits after the point for angles and positions
@@ -127,7 +143,7 @@ class BvhRecorder:
             raise ValueError("decimals must lie in 1..9")
         self.options = options
         self.path = Path(path)
-        self._rig = load_rig(options.rig)
+        self._rig = load_rig(options.rig or bvh_rig_for(options.skeleton))
         check_bvh_rig(self._rig)
         self._retarget = Retargeter(self._rig, options.skeleton)
         self._order = bone_order(self._rig)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from pathlib import Path
 
 import warnings
@@ -19,7 +20,7 @@ from scipy.spatial.transform import Rotation
 
 from hop.bridges.bvh import BvhOptions, BvhRecorder
 from hop.bridges.frame import PoseFrame, PoseSink
-from hop.model.skeleton import TED_GESTURE
+from hop.model.skeleton import TED_EXPRESSIVE, TED_GESTURE
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", PendingDeprecationWarning)  # bvhio 1.5.4 imports glm by its old name
@@ -27,19 +28,21 @@ with warnings.catch_warnings():
 
 REPO = Path(__file__).resolve().parents[2]
 TESTKIT = str(Path(__file__).resolve().parent)  # bridges_testkit.py, for the recorder subprocesses
-JOINTS = ["Hips", "Neck", "Nose", "LeftCollar", "LeftShoulder", "LeftElbow", "RightCollar", "RightShoulder",
-          "RightElbow"]
+# Joints named for the bone they turn, as Blender, MotionBuilder and Mixamo name a person's.
+JOINTS = ["Hips", "Spine", "Neck", "Head", "LeftShoulder", "LeftArm", "LeftForeArm", "LeftHand", "RightShoulder",
+          "RightArm", "RightForeArm", "RightHand"]
+NUMBERS_PER_LINE = 6 + 3 * (len(JOINTS) - 1)
 # joint -> (where its bone points: a child joint or its End Site, the TED bone it must follow)
 BONES = {
-    "Hips": ("Neck", ("spine", "neck")),
-    "Neck": ("Nose", ("neck", "nose")),
-    "Nose": ("end", ("nose", "head_top")),
-    "LeftCollar": ("LeftShoulder", ("neck", "left_shoulder")),
-    "LeftShoulder": ("LeftElbow", ("left_shoulder", "left_elbow")),
-    "LeftElbow": ("end", ("left_elbow", "left_wrist")),
-    "RightCollar": ("RightShoulder", ("neck", "right_shoulder")),
-    "RightShoulder": ("RightElbow", ("right_shoulder", "right_elbow")),
-    "RightElbow": ("end", ("right_elbow", "right_wrist")),
+    "Spine": ("Neck", ("spine", "neck")),
+    "Neck": ("Head", ("neck", "nose")),
+    "Head": ("end", ("nose", "head_top")),
+    "LeftShoulder": ("LeftArm", ("neck", "left_shoulder")),
+    "LeftArm": ("LeftForeArm", ("left_shoulder", "left_elbow")),
+    "LeftForeArm": ("LeftHand", ("left_elbow", "left_wrist")),
+    "RightShoulder": ("RightArm", ("neck", "right_shoulder")),
+    "RightArm": ("RightForeArm", ("right_shoulder", "right_elbow")),
+    "RightForeArm": ("RightHand", ("right_elbow", "right_wrist")),
 }
 TED_TO_BVH = np.array([-1.0, -1.0, 1.0])  # TED: y down, left at -x; BVH: y up, left at +x, both face +z
 
@@ -56,7 +59,7 @@ def poses(n: int, fps: float = 15.0) -> list[np.ndarray]:
 def record(path: Path, dir_vecs: list[np.ndarray], options: BvhOptions = BvhOptions()) -> dict:
     recorder = BvhRecorder(path, options)
     for i, dir_vec in enumerate(dir_vecs):
-        recorder.send(PoseFrame(i, i / options.fps, dir_vec, speaking=True))
+        recorder.send(PoseFrame(i, i / options.fps, dir_vec, speaking=True, skeleton=options.skeleton))
     recorder.close()
     return recorder.stats()
 
@@ -68,8 +71,9 @@ def flatten(joint) -> list:
     return out
 
 
-def world_directions(bvh, frame: int) -> dict[str, np.ndarray]:
-    """Forward kinematics from bvhio's parsed keyframes: each joint's bone direction in world axes."""
+def world_directions(bvh, frame: int, bones: dict = BONES) -> dict[str, np.ndarray]:
+    """Forward kinematics from bvhio's parsed keyframes: each joint's bone direction in world axes.
+    A bone's target is a child joint, "end" (its End Site) or a point [x, y, z] in its rest frame."""
     world: dict[str, Rotation] = {}
     directions = {}
 
@@ -82,9 +86,13 @@ def world_directions(bvh, frame: int) -> dict[str, np.ndarray]:
 
     walk(bvh.Root, None)
     by_name = {j.Name: j for j in flatten(bvh.Root)}
-    for name, (target, _) in BONES.items():
-        offset = by_name[name].EndSite if target == "end" else by_name[target].Offset
-        vector = world[name].apply(np.array([offset.x, offset.y, offset.z]))
+    for name, (target, _) in bones.items():
+        if isinstance(target, str):
+            offset = by_name[name].EndSite if target == "end" else by_name[target].Offset
+            offset = [offset.x, offset.y, offset.z]
+        else:
+            offset = target
+        vector = world[name].apply(np.array(offset))
         directions[name] = vector / np.linalg.norm(vector)
     return directions
 
@@ -101,7 +109,7 @@ def test_bridges_bvh_reads_back_with_bvhio(tmp_path):
     # The file's layout: the second parser in the venv agrees on the counts.
     text = path.read_text()
     motion = text.split("Frame Time:")[1].strip().splitlines()[1:]
-    assert len(motion) == 45 and all(len(line.split()) == 6 + 3 * 8 for line in motion)
+    assert len(motion) == 45 and all(len(line.split()) == NUMBERS_PER_LINE for line in motion)
     assert text.startswith("HIERARCHY\nROOT Hips\n")
 
 
@@ -121,9 +129,86 @@ def test_bridges_bvh_forward_kinematics_reproduces_directions(tmp_path):
             want = want / np.linalg.norm(want)
             worst = max(worst, float(np.degrees(np.arccos(np.clip(np.dot(got[joint], want), -1, 1)))))
     assert worst < 0.5, worst
-    # The root stays where the rig puts it: 100 cm up.
+    # The root stays where the rig puts it: the hips 90 cm up, the spine point at 100 cm.
     p = bvh.Root.Keyframes[0].Position
-    assert (p.x, p.y, p.z) == (0.0, 100.0, 0.0)
+    assert (p.x, p.y, p.z) == (0.0, 90.0, 0.0)
+
+
+def parents_of(bvh) -> dict[str, str | None]:
+    parents = {bvh.Root.Name: None}
+    for joint in flatten(bvh.Root):
+        for child in joint.Children:
+            parents[child.Name] = joint.Name
+    return parents
+
+
+def test_bridges_bvh_joints_are_named_for_the_bone_they_turn(tmp_path):
+    # A DCC tool names a bone after its joint: Blender must show "Head" as the head (not "Nose"),
+    # "LeftArm" as the upper arm (not "LeftShoulder") and have hands at the wrists.
+    path = tmp_path / "person.bvh"
+    record(path, poses(2))
+    bvh = bvhio.readAsBvh(str(path))
+    assert parents_of(bvh) == {
+        "Hips": None, "Spine": "Hips", "Neck": "Spine", "Head": "Neck",
+        "LeftShoulder": "Spine", "LeftArm": "LeftShoulder", "LeftForeArm": "LeftArm", "LeftHand": "LeftForeArm",
+        "RightShoulder": "Spine", "RightArm": "RightShoulder", "RightForeArm": "RightArm", "RightHand": "RightForeArm"}
+    by_name = {j.Name: j for j in flatten(bvh.Root)}
+    # Each joint sits where its bone starts: the upper arm at the shoulder, 22 cm out from the neck; the
+    # hand at the wrist, 36 + 33 cm further; the head at the nose. Left is +X in BVH.
+    assert tuple(by_name["LeftArm"].Offset) == (22.0, 0.0, 0.0)
+    assert tuple(by_name["LeftHand"].Offset) == (33.0, 0.0, 0.0) and by_name["LeftHand"].EndSite.x > 10
+    assert tuple(by_name["RightHand"].Offset) == (-33.0, 0.0, 0.0) and by_name["RightHand"].EndSite.x < -10
+    head = by_name["Head"]
+    assert abs(np.linalg.norm(list(head.Offset)) - 18.0) < 0.01 and head.EndSite.y > 10
+
+
+def expressive_bones() -> dict:
+    """joint -> (target, TED Expressive bone) from the rig file, read here with tomllib."""
+    rig = tomllib.loads((REPO / "profiles" / "rigs" / "bvh_ted_expressive.toml").read_text())
+    return {name: (spec["to"], tuple(spec["source"])) for name, spec in rig["drives"]["ted_expressive"].items()}
+
+
+def test_bridges_bvh_expressive_has_hands_and_fingers_and_follows_every_bone(tmp_path):
+    path = tmp_path / "expressive.bvh"
+    rng = np.random.default_rng(8)
+    dir_vecs = []
+    for _ in range(12):
+        v = rng.normal(size=(TED_EXPRESSIVE.n_bones, 3))
+        dir_vecs.append((v / np.linalg.norm(v, axis=1, keepdims=True)).reshape(-1).astype(np.float32))
+    stats = record(path, dir_vecs, BvhOptions(skeleton="ted_expressive"))
+    assert stats["frames"] == 12 and stats["errors"] == 0
+    bvh = bvhio.readAsBvh(str(path))
+    parents = parents_of(bvh)
+    fingers = [f"{side}Hand{finger}{k}" for side in ("Left", "Right")
+               for finger in ("Thumb", "Index", "Middle", "Ring", "Pinky") for k in (1, 2, 3)]
+    assert set(parents) == set(JOINTS) | set(fingers) and len(parents) == 42
+    for side in ("Left", "Right"):
+        assert parents[f"{side}Hand"] == f"{side}ForeArm"
+        for finger in ("Thumb", "Index", "Middle", "Ring", "Pinky"):
+            assert parents[f"{side}Hand{finger}1"] == f"{side}Hand"
+            assert parents[f"{side}Hand{finger}3"] == f"{side}Hand{finger}2"
+    motion = path.read_text().split("Frame Time:")[1].strip().splitlines()[1:]
+    assert all(len(line.split()) == 6 + 3 * 41 for line in motion)
+    bones = expressive_bones()
+    assert len(bones) == 31  # body 3, arms 2 x 4, fingers 2 x 10
+    names = TED_EXPRESSIVE.joint_names
+    bone_index = {(names[p], names[c]): k for k, (p, c, _) in enumerate(TED_EXPRESSIVE.bones)}
+    worst = 0.0
+    for frame, dir_vec in enumerate(dir_vecs):
+        got = world_directions(bvh, frame, bones)
+        for joint, (_, source) in bones.items():
+            k = bone_index[source]
+            want = dir_vec[3 * k:3 * k + 3] * TED_TO_BVH
+            want = want / np.linalg.norm(want)
+            worst = max(worst, float(np.degrees(np.arccos(np.clip(np.dot(got[joint], want), -1, 1)))))
+    assert worst < 0.5, worst
+
+
+def test_bridges_bvh_rig_follows_the_skeleton(tmp_path):
+    assert BvhRecorder(tmp_path / "g.bvh")._rig.name == "bvh_ted"
+    assert BvhRecorder(tmp_path / "e.bvh", skeleton="ted_expressive")._rig.name == "bvh_ted_expressive"
+    with pytest.raises(ValueError, match="no drives"):
+        BvhRecorder(tmp_path / "x.bvh", rig="bvh_ted", skeleton="ted_expressive")
 
 
 def test_bridges_bvh_angles_continuous(tmp_path):
@@ -244,9 +329,9 @@ def test_bridges_bvh_valid_after_sigterm(tmp_path):
         child.send_signal(signal.SIGTERM)  # default action: the process dies at once, no cleanup
         assert child.wait(timeout=10) == -signal.SIGTERM
         bvh = bvhio.readAsBvh(str(path))
-        assert len(flatten(bvh.Root)) == 9 and abs(bvh.FrameTime - 0.01) < 1e-6
+        assert len(flatten(bvh.Root)) == len(JOINTS) and abs(bvh.FrameTime - 0.01) < 1e-6
         lines = path.read_text().split("Frame Time:")[1].strip().splitlines()[1:]
-        complete = [line for line in lines if len(line.split()) == 30]
+        complete = [line for line in lines if len(line.split()) == NUMBERS_PER_LINE]
         assert bvh.FrameCount >= 50
         # The count never promises more than there is, and lags by at most the line being written.
         assert len(complete) - 1 <= bvh.FrameCount <= len(complete)
@@ -267,4 +352,4 @@ def test_bridges_bvh_disk_full_counted_and_file_stays_valid(tmp_path):
     bvh = bvhio.readAsBvh(str(path))
     assert bvh.FrameCount == stats["frames"] == stats["sent"] > 10
     lines = path.read_text().split("Frame Time:")[1].strip().splitlines()[1:]
-    assert len(lines) == bvh.FrameCount and all(len(line.split()) == 30 for line in lines)
+    assert len(lines) == bvh.FrameCount and all(len(line.split()) == NUMBERS_PER_LINE for line in lines)
