@@ -2,7 +2,8 @@
 
 ``FramePipeline`` is everything between 16 kHz samples and the sends of a pose
 frame: the sanitiser, voice activity, the words heard so far, the streaming model,
-motion shaping (idle, crossfade, intensity, smoothing) and the send clock. Given
+motion shaping (idle, crossfade, intensity, smoothing), the send clock, and the
+face (mouth shapes and blinks from the same audio, hop.engine.mouth). Given
 the same audio it gives the same frames, whoever calls it. The live driver
 (hop.engine.runtime) adds only capture, pacing and deadlines around it;
 ``convert`` runs it over a whole recording for offline conversion.
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from hop.bridges.frame import PoseFrame
 from hop.engine.motion import MotionShaper, SendClock
+from hop.engine.mouth import MouthEstimator, MouthOptions
 from hop.engine.sanitize import AudioSanitizer
 from hop.engine.vad import VadOptions, VoiceActivityDetector
 from hop.model.stream import HopStream
@@ -30,6 +32,9 @@ class PipelineFrame:
     number: int  # model frame index since the start of the stream
     sends: list[np.ndarray]  # the frame's sends at the wire rate: the frame itself, then extrapolations
     speaking: bool  # the avatar shows speech motion (the crossfade is past half way)
+    # Face weights of the frame (the same for all its sends), VRM 1.0 preset names -> 0..1:
+    # "aa", "ih", "ou", "ee", "oh" (the mouth, closed in silence) and "blink".
+    expressions: dict[str, float] = field(default_factory=dict)
 
 
 class FramePipeline:
@@ -45,6 +50,7 @@ class FramePipeline:
         self.shaper = MotionShaper(stream.model.mean_pose.detach().cpu().numpy(),
                                    replace(motion, pose_fps=float(mel.fps)))
         self.send_clock = SendClock(mel.fps, send_rate)
+        self.mouth = MouthEstimator(MouthOptions(sample_rate=mel.sample_rate, fps=mel.fps))
         self.asr = asr
         self._pieces = WordPieces(tokenizer) if tokenizer is not None else None
         self.late_tokens = 0  # word pieces that arrived after their frame was computed
@@ -63,6 +69,8 @@ class FramePipeline:
     def process(self, samples: np.ndarray, first_index: int) -> list[PipelineFrame]:
         """Audio samples ``[first_index, first_index + len)`` -> the frames they complete."""
         speaking = self._listen(samples, first_index)
+        faces = self.mouth.process(samples, speaking)  # the samples are clean now (in place)
+        first_face = self.mouth.frames_done - len(faces)
         if self.asr is not None:
             self.add_words([(w.word, w.start_s, w.end_s) for w in self.asr.poll()])
         started = time.perf_counter()
@@ -75,18 +83,21 @@ class FramePipeline:
             number = first + i
             voiced = bool(speaking[i]) if i < len(speaking) else self.vad.speaking
             shaped = self.shaper(pose, voiced, number / self.pose_fps)
-            frames.append(PipelineFrame(number, self.send_clock.expand(shaped), self.shaper.speech_weight > 0.5))
+            face = faces[min(max(number - first_face, 0), len(faces) - 1)] if faces else {}
+            frames.append(PipelineFrame(number, self.send_clock.expand(shaped), self.shaper.speech_weight > 0.5,
+                                        face))
         return frames
 
     def skip(self, samples: np.ndarray, first_index: int) -> int:
         """Let audio pass without running the model (catching up); returns the frames skipped."""
         self._listen(samples, first_index)
+        self.mouth.skip(samples)
         return self.stream.skip_audio(samples)
 
     def idle(self, t: float) -> PipelineFrame:
         """A frame of idle motion at time ``t`` s, for when no audio arrives at all."""
         shaped = self.shaper(None, False, t)
-        return PipelineFrame(-1, self.send_clock.expand(shaped), False)
+        return PipelineFrame(-1, self.send_clock.expand(shaped), False, self.mouth.idle())
 
     def _listen(self, samples: np.ndarray, first_index: int) -> np.ndarray:
         """Clean the audio (in place); voice activity per completed frame."""
@@ -127,5 +138,5 @@ def offline_pose_frames(pipeline: FramePipeline, audio: np.ndarray, skeleton: st
             if index >= last:
                 return
             yield PoseFrame(index=index, capture_time=index / wire_rate, dir_vec=send, speaking=frame.speaking,
-                            skeleton=skeleton)
+                            skeleton=skeleton, expressions=frame.expressions)
             index += 1

@@ -60,10 +60,12 @@ class Engine:
         self.pose_fps = pipeline.pose_fps
         self._mel = pipeline.mel
         self._read_pos = 0  # next ring sample the model has not consumed
-        # Sends waiting for their time, in due order: (due, pose, capture time, speaking, fresh, idle);
-        # fresh = the first send of a model frame with new audio, the one whose latency is measured;
-        # idle = motion made on the wall clock while no audio arrives.
-        self._sends: collections.deque[tuple[float, np.ndarray, float, bool, bool, bool]] = collections.deque()
+        # Sends waiting for their time, in due order: (due, pose, capture time, speaking, fresh, idle,
+        # expressions); fresh = the first send of a model frame with new audio, the one whose latency is
+        # measured; idle = motion made on the wall clock while no audio arrives; expressions = the
+        # frame's face weights (hop.engine.mouth), the same for all its sends.
+        self._sends: collections.deque[tuple[float, np.ndarray, float, bool, bool, bool, dict[str, float]]] = \
+            collections.deque()
         self._send_index = 0
         self._stop = threading.Event()
         self._controls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -197,7 +199,8 @@ class Engine:
         interval = self.pipeline.send_clock.interval_s
         for k, send in enumerate(frame.sends):
             when = due + k * interval
-            self._sends.append((when, send, when if idle else capture_time, frame.speaking, k == 0 and not idle, idle))
+            self._sends.append((when, send, when if idle else capture_time, frame.speaking, k == 0 and not idle, idle,
+                                frame.expressions))
 
     def _flush_due_sends(self, everything: bool = False) -> None:
         """Send what is due; ``everything``: the rest too, each at its due time."""
@@ -205,9 +208,9 @@ class Engine:
         while self._sends and (everything or self._sends[0][0] <= now):
             if everything:
                 time.sleep(max(0.0, self._sends[0][0] - time.perf_counter()))
-            _, pose, capture_time, speaking, fresh, idle = self._sends.popleft()
+            _, pose, capture_time, speaking, fresh, idle, expressions = self._sends.popleft()
             frame = PoseFrame(index=self._send_index, capture_time=capture_time, dir_vec=pose, speaking=speaking,
-                              stream=self.stream_index, skeleton=self.skeleton)
+                              stream=self.stream_index, skeleton=self.skeleton, expressions=expressions)
             self._send_index += 1
             self.outputs.send(frame)
             sent_at = time.perf_counter()
