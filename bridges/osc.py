@@ -14,6 +14,8 @@ One OSC bundle per frame (timetag "immediately"), messages in this order:
                             forward, subject's left -x), bone order of the skeleton
     /hop/joints    f*(3J)   joint positions from those directions and the
                             skeleton's bone lengths (metres, same axes, root at 0)
+    /hop/expressions (s f)*  face weights 0..1 as name, value pairs (VRM 1.0 presets:
+                            aa ih ou ee oh blink); only when the frame has any
 
 bridges/README.md documents the same, with receiver notes.
 """
@@ -88,7 +90,16 @@ def encode_native_bundle(frame: PoseFrame) -> bytes:
         osc_message("/hop/skeleton", "s", [skeleton.name]),
         osc_message("/hop/dirvec", "f" * len(dir_vec), dir_vec.tolist()),
         osc_message("/hop/joints", "f" * len(joints), joints.tolist()),
+        *_expressions_message(frame),
     ])
+
+
+def _expressions_message(frame: PoseFrame) -> list:
+    """``/hop/expressions`` name, value, name, value...: last, and only when the frame has face weights."""
+    if not frame.expressions:
+        return []
+    pairs = [item for name, value in frame.expressions.items() for item in (str(name), float(value))]
+    return [osc_message("/hop/expressions", "sf" * len(frame.expressions), pairs)]
 
 
 class OscSink:
