@@ -78,9 +78,16 @@ class Engine:
         self._first_audio: tuple[float, int] | None = None  # (perf_counter, ring.written): drift reference
         self._drift_settled = False
         self.latency_trace: list[tuple[float, float]] | None = None  # set to a list to log (sent_at, latency_s)
+        self._abort = threading.Event()  # stop without draining (a second Ctrl-C)
 
     # -- control from other threads (WebSocket clients, signal handlers) ---------------
     def stop(self) -> None:
+        """Stop cleanly: audio already captured is still turned into frames and sent (``_drain``)."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Stop now: what is left of the drain is skipped."""
+        self._abort.set()
         self._stop.set()
 
     def set_intensity(self, value: float) -> None:
@@ -109,7 +116,11 @@ class Engine:
                     self._publish()
                     self._account()
                     next_publish = time.perf_counter() + 0.25
-            self._flush_due_sends(everything=True)
+            if self._stop.is_set():
+                self.source.stop()  # nothing more is captured; what was is drained
+                self._drain()
+            else:
+                self._flush_due_sends(everything=True)
         finally:
             self.source.stop()
             self._publish()
@@ -157,6 +168,29 @@ class Engine:
                 continue
             newest_sample = mel.samples_for(frame.number + 1) - 1
             self._schedule(frame, self.ring.capture_time(newest_sample))
+
+    def _drain(self) -> None:
+        """Stopped: every complete frame of audio still in the ring is computed and all pending
+        sends are written now, in order, none superseded or skipped (a stop loses no captured
+        audio). ``abort()`` cuts it short between chunks."""
+        mel, pipeline = self._mel, self.pipeline
+        while not self._abort.is_set():
+            ready = mel.frames_in(self.ring.written) - pipeline.frames_done
+            if ready <= 0:
+                break
+            end = mel.samples_for(pipeline.frames_done + min(ready, 8))
+            samples = self._read(end)
+            if samples is None:
+                continue
+            first_index, self._read_pos = self._read_pos, end
+            self.ring.release(end)
+            for frame in pipeline.process(samples, first_index):
+                # Everything queued is due now, so this frame supersedes none of it.
+                self._sends = collections.deque((0.0, *send[1:]) for send in self._sends)
+                self._schedule(frame, self.ring.capture_time(mel.samples_for(frame.number + 1) - 1))
+        if not self._abort.is_set():
+            self._sends = collections.deque((0.0, *send[1:]) for send in self._sends)
+            self._flush_due_sends()
 
     def _read(self, end: int) -> np.ndarray | None:
         try:
