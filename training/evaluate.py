@@ -130,11 +130,12 @@ def score(generated: np.ndarray, real: np.ndarray, audio: list, corpus: Corpus, 
     """Metrics of (N, T, D) normalised windows against the real windows and their audio."""
     mean = corpus.mean
     gen_abs, real_abs = generated + mean, real + mean
+    pairs = M.beat_pairs(corpus.skeleton)
     result = {
         "windows": int(len(generated)),
         "mae": M.joint_mae(gen_abs, real_abs, corpus.skeleton),
-        "bc": M.bc_over_windows(audio, gen_abs, corpus.fps, corpus.sample_rate),
-        "bc_real": M.bc_over_windows(audio, real_abs, corpus.fps, corpus.sample_rate),
+        "bc": M.bc_over_windows(audio, gen_abs, corpus.fps, corpus.sample_rate, pairs=pairs),
+        "bc_real": M.bc_over_windows(audio, real_abs, corpus.fps, corpus.sample_rate, pairs=pairs),
     }
     if extractor is not None and len(generated) >= 2:
         fg, fr = extractor.features(generated), extractor.features(real)
@@ -207,9 +208,32 @@ def evaluate_streaming(model: Hop, corpus: Corpus, extractor=None, window: int =
         raise ValueError(f"no clip of {corpus.root} has {window} frames")
     result = score(np.stack(gens), np.stack(reals), audio, corpus, extractor, seed)
     result["clips"] = len(streamed)
+    # how much it moves, against the ground truth of the same clips (1.0: as much)
+    gen_stats = [M.motion_statistics(out + corpus.mean, corpus.skeleton, corpus.fps) for _, out in streamed]
+    real_stats = [M.motion_statistics(corpus.clips[i].poses + corpus.mean, corpus.skeleton, corpus.fps)
+                  for i, _ in streamed]
+    for key, name in (("wrist_angular_speed_deg_s", "wrist_speed_ratio"), ("upper_arm_spread_deg", "arm_spread_ratio")):
+        real = float(np.mean([r[key] for r in real_stats]))
+        result[name] = float(np.mean([g[key] for g in gen_stats])) / real if real > 0 else float("nan")
     if return_motion:
         result["_motion"] = streamed
     return result
+
+
+BUILTIN_CHECKPOINTS = {  # --checkpoint NAME -> model/weights/FILE
+    "synthetic": "default.pt",  # espeak speech + rule-made motion, TED Gesture (no BEAT data: no NC terms)
+    "expressive": "expressive.pt",  # real BEAT/BEAT2 + Mixamo motion, TED Expressive (CC BY-NC 4.0)
+}
+
+
+def resolve_checkpoint(name: str | Path) -> Path:
+    """A path as given, or a built-in checkpoint's file for a name of BUILTIN_CHECKPOINTS."""
+    path = Path(name)
+    if not path.exists() and str(name) in BUILTIN_CHECKPOINTS:
+        import hop.model
+
+        return Path(hop.model.__file__).resolve().parent / "weights" / BUILTIN_CHECKPOINTS[str(name)]
+    return path
 
 
 def _fmt(metrics: dict) -> str:
@@ -222,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     from hop.model.text import WordPieces
 
     p = argparse.ArgumentParser(prog="hop-evaluate", description="Score a hop-train checkpoint on a corpus.")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--data", required=True, type=Path, help="held-out hop-clips corpus")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file or a built-in name: " + ", ".join(BUILTIN_CHECKPOINTS))
+    p.add_argument("--data", type=Path, help="held-out hop-clips corpus (hop-make-corpus OUT: OUT or OUT/heldout)")
     p.add_argument("--split", default="", help="only clips whose manifest records this split (e.g. test)")
     p.add_argument("--fgd-ae", type=Path, help="autoencoder from hop-train-fgd-ae (FGD and Diversity need it)")
     p.add_argument("--protocol", choices=["standard", "streaming", "both"], default="both")
@@ -239,7 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shuffled-audio", action="store_true", help="also score the model fed time-shuffled audio")
     p.add_argument("--json", type=Path, help="write the metrics here")
     p.add_argument("--gif", type=Path, help="side-by-side animation of generated vs real motion")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="the quality report instead (training/report.py): streaming protocol on every held-out "
+                        "clip, model vs shuffled audio vs mean pose vs ground truth; writes DIR/report.json "
+                        "and DIR/report.gif")
+    p.add_argument("--gif-seconds", type=float, default=12.0, help="--report: GIF length (0: no GIF)")
     a = p.parse_args(argv)
+    if a.data is None:
+        p.error("--data is required (the held-out corpus)")
+    if a.report and (a.data / "heldout" / "manifest.json").is_file():
+        a.data = a.data / "heldout"
+    a.checkpoint = resolve_checkpoint(a.checkpoint)
     from hop.training.motion_ae import load_motion_ae
 
     if a.threads > 0:
@@ -264,6 +299,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hop-evaluate: corpus is {corpus.fps} fps, the checkpoint {model.cfg.fps} fps", file=sys.stderr)
         return 2
     extractor = load_motion_ae(a.fgd_ae, corpus.skeleton.name) if a.fgd_ae else None
+    if a.report:
+        from hop.training.report import quality_report, summary_lines
+
+        if not model.cfg.causal:
+            print("hop-evaluate: --report streams the held-out clips: it needs a causal checkpoint", file=sys.stderr)
+            return 2
+        report = quality_report(model, corpus, a.report, extractor, a.window, a.stride, a.device,
+                                gif_seconds=a.gif_seconds,
+                                about={"checkpoint": str(a.checkpoint), "data": str(a.data),
+                                       "fgd_ae": str(a.fgd_ae) if a.fgd_ae else None,
+                                       "trained_on": (payload.get("train_args") or {}).get("data", {}).get("train")})
+        print("\n".join(summary_lines(report)))
+        print(f"wrote {a.report / 'report.json'}" + (f" and {a.report / 'report.gif'}" if a.gif_seconds > 0 else ""))
+        return 0
     results = {}
     protocols = ["standard", "streaming"] if a.protocol == "both" else [a.protocol]
     if not model.cfg.causal and "streaming" in protocols:

@@ -226,3 +226,70 @@ def bc_over_windows(audio_windows, motion_windows, fps: float = 15.0, sample_rat
     if not scores:
         return float("nan")
     return float(np.concatenate(scores).mean())
+
+
+# --- Motion statistics of the quality report (hop-evaluate --report) ------------------------
+
+def beat_pairs(skeleton: Skeleton) -> tuple[tuple[int, int], ...]:
+    """The bone pairs whose angles give motion beats: for each arm, (shoulder bone, upper arm) and
+    (upper arm, forearm), found by joint names (TED Gesture: bones (3,4) (4,5) (6,7) (7,8))."""
+    names = skeleton.joint_names
+    by_child = {names[child]: i for i, (_, child, _) in enumerate(skeleton.bones)}
+    try:
+        return tuple((by_child[f"{side}_{a}"], by_child[f"{side}_{b}"])
+                     for side in ("left", "right") for a, b in (("shoulder", "elbow"), ("elbow", "wrist")))
+    except KeyError:
+        return TED_BEAT_PAIRS
+
+
+def _bone(skeleton: Skeleton, child: str) -> int:
+    return next(i for i, (_, c, _) in enumerate(skeleton.bones) if skeleton.joint_names[c] == child)
+
+
+def bone_angular_speed(dir_vec: np.ndarray, bones: list[int], fps: float) -> float:
+    """Mean angular speed (degrees per second) of the given bones' directions."""
+    v = np.asarray(dir_vec, dtype=np.float64).reshape(len(dir_vec), -1, 3)[:, bones]
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+    if len(v) < 2:
+        return 0.0
+    cos = np.clip((v[1:] * v[:-1]).sum(-1), -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)).mean() * fps)
+
+
+def rotation_spread_deg(dir_vec: np.ndarray, bones: list[int]) -> float:
+    """How far a bone swings: mean angle (degrees) between its direction and its mean direction over
+    the sequence, averaged over the given bones."""
+    v = np.asarray(dir_vec, dtype=np.float64).reshape(len(dir_vec), -1, 3)[:, bones]
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+    mean = v.mean(axis=0)
+    mean = mean / np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-8)
+    return float(np.degrees(np.arccos(np.clip((v * mean).sum(-1), -1.0, 1.0))).mean())
+
+
+def mean_jerk(dir_vec: np.ndarray, skeleton: Skeleton, fps: float) -> float:
+    """Mean magnitude of the third time derivative of the joint positions (bone-length units / s^3)."""
+    joints = skeleton.dir_vec_to_joints(np.asarray(dir_vec, dtype=np.float64))
+    if len(joints) < 4:
+        return 0.0
+    return float(np.linalg.norm(np.diff(joints, n=3, axis=0), axis=-1).mean() * fps ** 3)
+
+
+def motion_statistics(dir_vec: np.ndarray, skeleton: Skeleton, fps: float) -> dict:
+    """Directions WITH the mean -> jerk, wrist (forearm) and hand angular speed, upper-arm rotation
+    spread and (skeletons with fingers) finger flexion range."""
+    upper = [_bone(skeleton, f"{s}_elbow") for s in ("left", "right")]
+    fore = [_bone(skeleton, f"{s}_wrist") for s in ("left", "right")]
+    stats = {
+        "jerk": mean_jerk(dir_vec, skeleton, fps),
+        "wrist_angular_speed_deg_s": bone_angular_speed(dir_vec, fore, fps),
+        "upper_arm_spread_deg": rotation_spread_deg(dir_vec, upper),
+    }
+    if "left_middle_1" in skeleton.joint_names:
+        from hop.training.data.expressive import finger_flexion_deg
+
+        hands = [_bone(skeleton, f"{s}_middle_1") for s in ("left", "right")]
+        stats["hand_angular_speed_deg_s"] = bone_angular_speed(dir_vec, hands, fps)
+        flex = finger_flexion_deg(dir_vec)
+        stats["finger_flexion_range_deg"] = float((np.percentile(flex, 95, axis=0)
+                                                   - np.percentile(flex, 5, axis=0)).mean())
+    return stats

@@ -92,10 +92,14 @@ def load_motion_ae(path, skeleton: str | None = None) -> FeatureExtractor:
     return FeatureExtractor(model, payload["skeleton"], payload["mean_dir_vec"])
 
 
-def _windows(corpus_dir, window: int, stride: int, clip_ids=None):
+def _windows(corpus_dir, window: int, stride: int, clip_ids=None, split: str = "", kind: str = ""):
+    from hop.training.data.clips import read_manifest
     from hop.training.dataset import Corpus
 
-    corpus = Corpus(corpus_dir, clip_ids=clip_ids, load_audio=False)
+    if kind:  # only clips whose manifest source records this kind (e.g. "paired": real motion only)
+        clip_ids = [e.id for e in read_manifest(corpus_dir).clips if e.source.get("kind") == kind
+                    and (clip_ids is None or e.id in clip_ids)]
+    corpus = Corpus(corpus_dir, clip_ids=clip_ids, load_audio=False, split=split)
     poses = [c.poses[s:s + window] for c in corpus.clips for s in range(0, len(c.poses) - window + 1, stride)]
     if not poses:
         raise ValueError(f"{corpus_dir}: no clip has {window} frames")
@@ -104,10 +108,10 @@ def _windows(corpus_dir, window: int, stride: int, clip_ids=None):
 
 def train_motion_ae(data, out, val=None, epochs: int = 30, batch_size: int = 128, lr: float = 1e-3,
                     window: int = 34, stride: int = 10, feature_dim: int = 32, seed: int = 0,
-                    device: str = "cpu", progress: bool = True) -> dict:
+                    device: str = "cpu", progress: bool = True, split: str = "", kind: str = "") -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train_x, corpus = _windows(data, window, stride)
+    train_x, corpus = _windows(data, window, stride, split=split, kind=kind)
     val_x = _windows(val, window, stride)[0] if val else None
     model = MotionAutoencoder(train_x.shape[2], window, feature_dim).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -142,7 +146,8 @@ def train_motion_ae(data, out, val=None, epochs: int = 30, batch_size: int = 128
     model = model.cpu().eval()
     save_motion_ae(out, model, corpus.manifest.skeleton, corpus.mean,
                    train_args={"data": str(data), "val": str(val) if val else None, "epochs": epochs,
-                               "batch_size": batch_size, "lr": lr, "stride": stride, "seed": seed},
+                               "batch_size": batch_size, "lr": lr, "stride": stride, "seed": seed,
+                               "split": split, "kind": kind, "windows": int(len(train_x))},
                    history=history, seconds=time.time() - t0)
     return history[-1] if history else {}
 
@@ -159,10 +164,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stride", type=int, default=10)
     p.add_argument("--feature-dim", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="", help="only clips whose manifest records this split (e.g. train)")
+    p.add_argument("--kind", default="", help="only clips of this kind (hop-make-corpus: paired = real speech "
+                                              "and real motion, augmented, constructed)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(argv)
     last = train_motion_ae(a.data, a.out, a.val, a.epochs, a.batch_size, a.lr, a.window, a.stride,
-                           a.feature_dim, a.seed, a.device)
+                           a.feature_dim, a.seed, a.device, split=a.split, kind=a.kind)
     print(f"wrote {a.out} ({last})")
 
 

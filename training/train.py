@@ -6,7 +6,13 @@
     torchrun --nproc_per_node 4 training/train.py --config ...   # DistributedDataParallel
 
 Loss = huber_weight * Huber(pose) + style_weight * diversity(two speaker styles)
-       + kld_weight * KLD(style posterior) + gan_weight * adversarial (after gan_warmup_epochs).
+       + kld_weight * KLD(style posterior) + gan_weight * adversarial (after gan_warmup_epochs,
+       ramped in over gan_ramp_epochs) [+ velocity_weight * Huber(frame-to-frame change)].
+
+The discriminator can be kept from overpowering the generator (which made it collapse
+to a near-static pose once the adversarial term started) with an R1 penalty
+(``r1_weight``: gamma/2 * |grad_x D(x)|^2 at real clips) and/or spectral normalisation
+of its convolutions (``disc_spectral_norm``).
 
 Modes follow ``model.causal``:
 * offline (paper, causal = false): bidirectional GRU/LM over the window, the first
@@ -84,6 +90,10 @@ class TrainConfig:
     kld_weight: float = 0.1
     gan_weight: float = 5.0
     gan_warmup_epochs: float = 10.0
+    gan_ramp_epochs: float = 0.0  # after the warm-up the adversarial weight rises linearly to gan_weight over this
+    r1_weight: float = 0.0  # R1 penalty (gamma) on the discriminator's gradient at real clips (0: off)
+    disc_spectral_norm: bool = False  # spectral normalisation of the discriminator's convolutions
+    velocity_weight: float = 0.0  # Huber on frame-to-frame pose differences (motion, not just poses)
     grad_clip: float = 0.0  # 0: off
     teacher_noise: float = 0.02  # streaming: std of the noise added to fed-back ground truth
     sampling_max: float = 0.5  # streaming: final probability of feeding back the model's own pose
@@ -295,9 +305,10 @@ def diversity_loss(out1, out2, z1, z2) -> torch.Tensor:
 
 
 VAL_KEYS = ["epoch", "step", "val_huber", "fgd", "bc", "bc_real", "diversity", "diversity_real", "mae",
-            "stream_fgd", "stream_bc", "stream_diversity", "stream_mae"]
-TRAIN_KEYS = ["step", "epoch", "loss", "loss_huber", "loss_style", "loss_kld", "loss_gan", "d_loss",
-              "sampling_p", "samples_per_s", "lr"]
+            "stream_fgd", "stream_bc", "stream_diversity", "stream_mae", "stream_wrist_speed_ratio",
+            "stream_arm_spread_ratio"]
+TRAIN_KEYS = ["step", "epoch", "loss", "loss_huber", "loss_style", "loss_kld", "loss_gan", "loss_velocity",
+              "d_loss", "d_r1", "gan_w", "sampling_p", "samples_per_s", "lr"]
 
 
 class CsvLog:
@@ -401,7 +412,14 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.train_ds) // (self.batch_size * dist.world))
 
         # --- discriminator, optimisers, scalers ---
-        self.disc = Discriminator(self.hcfg.pose_dim).to(device)
+        self.disc = Discriminator(self.hcfg.pose_dim)
+        if tc.disc_spectral_norm:
+            from torch.nn.utils.parametrizations import spectral_norm
+
+            for k, layer in enumerate(self.disc.net):
+                if isinstance(layer, nn.Conv1d):
+                    self.disc.net[k] = spectral_norm(layer)
+        self.disc = self.disc.to(device)
         self.gen_pass = GeneratorPass(self.model)
         self.gen_ddp, self.disc_ddp = self.gen_pass, self.disc
         if dist.world > 1:
@@ -552,16 +570,26 @@ class Trainer:
             out, out2, z, z2, mu, logvar = self.gen_ddp(batch["mel"], batch["tokens"], batch["speaker"], prev, known,
                                                          speaker2)
         out, poses = out.float(), poses.float()
-        gan_on = tc.gan_weight > 0 and self.global_step >= tc.gan_warmup_epochs * self.steps_per_epoch
+        gan_w = self.gan_weight_now()
+        gan_on = gan_w > 0
         # discriminator
         d_loss = torch.zeros((), device=poses.device)
+        r1 = torch.zeros((), device=poses.device)
         if tc.gan_weight > 0:
             with self.autocast():
                 logits = self.disc_ddp(torch.cat([poses, out.detach()])).float()
             labels = torch.cat([torch.ones(len(poses)), torch.zeros(len(poses))]).to(logits.device)
             d_loss = F.binary_cross_entropy_with_logits(logits, labels)
+            d_total = d_loss
+            if tc.r1_weight > 0:
+                real = poses.detach().requires_grad_(True)
+                with self.autocast():
+                    real_logits = self.disc_ddp(real).float()
+                grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+                r1 = grad.pow(2).flatten(1).sum(1).mean()
+                d_total = d_loss + 0.5 * tc.r1_weight * r1
             self.opt_d.zero_grad(set_to_none=True)
-            self.scaler_d.scale(d_loss).backward()
+            self.scaler_d.scale(d_total).backward()
             self.scaler_d.step(self.opt_d)
             self.scaler_d.update()
         # generator
@@ -573,7 +601,11 @@ class Trainer:
             with self.autocast():
                 gan = F.binary_cross_entropy_with_logits(self.disc_ddp(out).float(), torch.ones(len(out),
                                                                                                 device=out.device))
-        loss = tc.huber_weight * huber + tc.style_weight * style + tc.kld_weight * kld + tc.gan_weight * gan
+        velocity = torch.zeros_like(huber)
+        if tc.velocity_weight > 0:
+            velocity = F.smooth_l1_loss(out[:, 1:] - out[:, :-1], poses[:, 1:] - poses[:, :-1], beta=tc.huber_delta)
+        loss = (tc.huber_weight * huber + tc.style_weight * style + tc.kld_weight * kld + gan_w * gan
+                + tc.velocity_weight * velocity)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step} "
                                      f"(huber {huber.item()}, kld {kld.item()}, style {style.item()}); "
@@ -586,7 +618,18 @@ class Trainer:
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         return {"loss": loss.item(), "loss_huber": huber.item(), "loss_style": style.item(),
-                "loss_kld": kld.item(), "loss_gan": gan.item(), "d_loss": d_loss.item()}
+                "loss_kld": kld.item(), "loss_gan": gan.item(), "loss_velocity": velocity.item(),
+                "d_loss": d_loss.item(), "d_r1": r1.item(), "gan_w": gan_w}
+
+    def gan_weight_now(self) -> float:
+        """0 during the warm-up, then rising linearly to gan_weight over gan_ramp_epochs."""
+        tc = self.cfg.train
+        epochs = self.global_step / self.steps_per_epoch
+        if tc.gan_weight <= 0 or epochs < tc.gan_warmup_epochs:
+            return 0.0
+        if tc.gan_ramp_epochs <= 0:
+            return float(tc.gan_weight)
+        return float(tc.gan_weight * min(1.0, (epochs - tc.gan_warmup_epochs) / tc.gan_ramp_epochs))
 
     # -- validation -------------------------------------------------------------------------
 

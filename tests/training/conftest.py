@@ -32,3 +32,13 @@ def minilm_tokenizer(tmp_path_factory):
         z.extractall(folder)
     config = next(folder.rglob("tokenizer_config.json")).parent
     return AutoTokenizer.from_pretrained(str(config), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def real_corpus(shared_data, tmp_path_factory) -> Path:
+    """hop-make-corpus on the real files, small: 3 LJSpeech utterances, no sox augmentation."""
+    from hop.training.data.real_corpus import build
+
+    out = tmp_path_factory.mktemp("real_corpus")
+    build(out, shared_data, max_lj=3, augment=False, progress=False)
+    return out

@@ -14,7 +14,8 @@ from hop.training.data.real_corpus import align_strokes, build, motion_strokes, 
 
 @pytest.fixture(scope="module")
 def real_corpus(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("real_corpus")
+    """With the sox augmentation (the session-wide ``real_corpus`` of conftest has none)."""
+    out = tmp_path_factory.mktemp("real_corpus_augmented")
     build(out, shared_data, max_lj=3, progress=False)
     return out
 
