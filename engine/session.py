@@ -72,6 +72,16 @@ class SessionOptions:
     duration_s: float | None = None
     report_dir: Path | None = None  # when set: BVH/GIF/latency plot of the run are written here
 
+    def __post_init__(self):  # --checkpoint NAME (no such file): a built-in checkpoint by name
+        name = str(self.checkpoint) if self.checkpoint is not None else ""
+        if name in BUILTIN_CHECKPOINTS and not Path(name).exists():
+            object.__setattr__(self, "checkpoint", DEFAULT_CHECKPOINT.parent / BUILTIN_CHECKPOINTS[name])
+
+
+# Built-in checkpoints by name (model/weights/; the README says each one's data and licence).
+# The default stays DEFAULT_CHECKPOINT whatever is listed here.
+BUILTIN_CHECKPOINTS = {"synthetic": "default.pt", "expressive": "expressive.pt"}
+
 
 def parse_host_port(spec: str, default_port: int | None) -> tuple[str, int]:
     host, sep, port = spec.rpartition(":")
