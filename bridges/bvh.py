@@ -19,6 +19,8 @@ The file is valid at every moment, not only after close():
   first ``Frames`` lines);
 - a failed write (disk full, file too large, I/O error) is counted, the partial
   line is cut off again, and the engine keeps going; later frames are tried again.
+  While writes fail, ``stats()["fault"]`` says why in words ("disk full") and
+  ``fault_since`` since when (Unix time); the next write that succeeds ends it.
 
 Writing happens on the recorder's own thread; ``send()`` only queues the frame,
 so a slow disk never stalls the engine (a full queue drops frames, counted).
@@ -31,6 +33,7 @@ import errno
 import os
 import queue
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,8 @@ from hop.bridges.frame import PoseFrame
 from hop.bridges.retarget import Retargeter, Rig, load_rig
 
 COUNT_WIDTH = 10  # digits reserved for the frame count: up to 9,999,999,999 frames
+_FAULTS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large",
+           errno.EIO: "I/O error", errno.EROFS: "file system read-only"}
 ROOT_CHANNELS = "Xposition Yposition Zposition Zrotation Xrotation Yrotation"
 JOINT_CHANNELS = "Zrotation Xrotation Yrotation"
 EULER_ORDER = "ZXY"  # intrinsic: R = Rz Rx Ry, the order the channels are listed in
@@ -165,6 +170,8 @@ class BvhRecorder:
         self._previous_angles: np.ndarray | None = None
         self._counts = {"sent": 0, "dropped": 0, "errors": 0, "ignored": 0}
         self._last_error = ""
+        self._fault = ""  # why writes fail now, in words; "" while they succeed
+        self._fault_since: float | None = None
         self._closed = False
         self._queue: queue.Queue[PoseFrame | None] = queue.Queue(maxsize=options.queue_frames)
         self._thread = threading.Thread(target=self._run, name="hop-bvh", daemon=True)
@@ -204,7 +211,7 @@ class BvhRecorder:
 
     def stats(self) -> dict[str, float | int | str]:
         return {**self._counts, "frames": self._frames, "bytes": self._size, "last_error": self._last_error,
-                "path": str(self.path)}
+                "path": str(self.path), "fault": self._fault, "fault_since": self._fault_since}
 
     # -- writer thread -------------------------------------------------------
 
@@ -226,6 +233,8 @@ class BvhRecorder:
                 self._record_error(error)
                 continue
             self._counts["sent"] += 1
+            if self._fault:
+                self._fault, self._fault_since = "", None
 
     def _motion_line(self, frame: PoseFrame) -> bytes:
         if frame.skeleton != self.options.skeleton:
@@ -270,3 +279,6 @@ class BvhRecorder:
     def _record_error(self, error: OSError) -> None:
         self._counts["errors"] += 1
         self._last_error = f"writing {self.path}: {error.strerror or error}"
+        fault = _FAULTS.get(error.errno, f"write failed ({error.strerror or error})")
+        if fault != self._fault:
+            self._fault, self._fault_since = fault, time.time()

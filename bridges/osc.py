@@ -22,7 +22,9 @@ bridges/README.md documents the same, with receiver notes.
 
 from __future__ import annotations
 
+import errno
 import socket
+import time
 
 import numpy as np
 
@@ -31,11 +33,21 @@ from hop.bridges.osc_wire import osc_bundle, osc_message
 from hop.model.skeleton import get_skeleton
 
 
+# Errors that describe the target, not one datagram: while they last the output is in a fault
+# state (one state and a counter, not an error per frame).
+_UNREACHABLE = {errno.ECONNREFUSED: "no receiver at {target}", errno.EHOSTUNREACH: "host {target} unreachable",
+                errno.ENETUNREACH: "network unreachable for {target}", errno.ENETDOWN: "network down for {target}"}
+FAULT_CLEARS_AFTER_S = 1.0  # a fault ends once sends have gone this long without one
+
+
 class UdpSender:
     """A connected, non-blocking UDP socket that counts failures instead of raising them.
 
     Connecting lets the kernel report "port unreachable" (ECONNREFUSED) from an
-    earlier datagram, so a missing receiver shows up in the error count.
+    earlier datagram, so a missing receiver shows up. A refusing or unreachable target
+    is a fault state, not an error per datagram: ``stats()["fault"]`` says it in words
+    ("no receiver at 127.0.0.1:9000"), ``fault_since`` when it began (Unix time) and
+    ``refused`` counts the sends it cost; it ends after FAULT_CLEARS_AFTER_S without one.
     """
 
     def __init__(self, host: str, port: int):
@@ -53,6 +65,10 @@ class UdpSender:
         self.dropped = 0
         self.errors = 0
         self.last_error = ""
+        self.refused = 0  # sends lost to a refusing or unreachable target
+        self.fault = ""
+        self.fault_since: float | None = None  # time.time() when the fault began
+        self._fault_seen_at = 0.0  # time.monotonic() of its latest sign
 
     def send(self, packet: bytes) -> None:
         try:
@@ -60,15 +76,31 @@ class UdpSender:
             self.sent += 1
         except BlockingIOError:
             self.dropped += 1  # socket buffer full: losing a pose frame beats stalling the engine
+            return
         except OSError as error:
-            self.record_error(error)
+            if error.errno in _UNREACHABLE:
+                self._unreachable(error)
+            else:
+                self.record_error(error)
+            return
+        if self.fault and time.monotonic() - self._fault_seen_at > FAULT_CLEARS_AFTER_S:
+            self.fault, self.fault_since = "", None
+
+    def _unreachable(self, error: OSError) -> None:
+        self.refused += 1
+        self._fault_seen_at = time.monotonic()
+        fault = _UNREACHABLE[error.errno].format(target=self.target)
+        if fault != self.fault:
+            self.fault, self.fault_since = fault, time.time()
+            self.last_error = f"{type(error).__name__}: {error}"
 
     def record_error(self, error: BaseException) -> None:
         self.errors += 1
         self.last_error = f"{type(error).__name__}: {error}"
 
-    def stats(self) -> dict[str, float | int | str]:
-        return {"sent": self.sent, "dropped": self.dropped, "errors": self.errors, "last_error": self.last_error}
+    def stats(self) -> dict[str, float | int | str | None]:
+        return {"sent": self.sent, "dropped": self.dropped, "errors": self.errors, "last_error": self.last_error,
+                "refused": self.refused, "fault": self.fault, "fault_since": self.fault_since}
 
     def close(self) -> None:
         self._socket.close()

@@ -85,6 +85,8 @@ class EngineStatus:
         self.errors: deque[str] = deque(maxlen=20)
         # Control inputs (OSC) report their own figures; name -> a function returning them.
         self.control_inputs: dict[str, Callable[[], dict]] = {}
+        # Outputs in a fault state now (hop.engine.outputs): name -> {"fault", "since", ...}.
+        self.output_faults: dict[str, dict] = {}
 
     # -- recording (called from the engine's threads) ------------------------
     def record_frame(self, latency_s: float, emitted_at: float | None = None) -> None:
@@ -136,11 +138,17 @@ class EngineStatus:
             "sanitizer": dict(self.sanitizer),
             "recent_errors": list(self.errors),
             "control_inputs": {name: figures() for name, figures in self.control_inputs.items()},
+            "output_faults": {name: dict(fault) for name, fault in self.output_faults.items()},
         }
 
     def status_line(self) -> str:
-        """One line for the terminal, e.g. `live  30.0 fps  lat 12/18/25 ms  ...`."""
+        """One line for the terminal, e.g. `live  30.0 fps  lat 12/18/25 ms  ...`; each output's
+        fault in words right after the state: `live  bvh: disk full since 12:01:03 | 30.0 fps ...`."""
         snap = self.snapshot()
+        faults = "; ".join(
+            f"{name}: {fault['fault']} since {fault['since']}"
+            + (f" ({fault['refused']} sends refused)" if fault.get("refused") else "")
+            for name, fault in snap["output_faults"].items())
         latency = snap["latency_ms"]
         asr = snap["asr"]
         asr_part = (
@@ -150,7 +158,7 @@ class EngineStatus:
         clean = snap["sanitizer"]
         fixes = clean.get("nonfinite_samples", 0) + clean.get("denormal_samples", 0)
         return (
-            f"{snap['source']['state']:<8} {snap['fps']:5.1f} fps  "
+            f"{snap['source']['state']:<8} " + (f"{faults} | " if faults else "") + f"{snap['fps']:5.1f} fps  "
             f"lat p50/p95/p99 {latency['p50']:.1f}/{latency['p95']:.1f}/{latency['p99']:.1f} ms  "
             f"overruns {snap['ring_overruns']}  overflows {snap['input_overflows']}  "
             f"skipped {snap['frames_skipped']}  dropped {snap['frames_dropped']}  "

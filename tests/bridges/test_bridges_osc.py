@@ -49,7 +49,8 @@ def test_bridges_osc_native_frames_decode_in_order(receiver):
         for k, (parent, child, length) in enumerate(TED_GESTURE.bones):
             np.testing.assert_allclose(joints[child] - joints[parent], length * frame.dir_vec[3 * k:3 * k + 3], atol=1e-5)
         np.testing.assert_allclose(joints[0], 0.0)
-    assert sink.stats() == {"sent": 60, "dropped": 0, "errors": 0, "last_error": ""}
+    assert sink.stats() == {"sent": 60, "dropped": 0, "errors": 0, "last_error": "", "refused": 0, "fault": "",
+                            "fault_since": None}
     sink.close()
 
 
