@@ -25,7 +25,8 @@ What is real and what is constructed (every clip's manifest ``source`` says it a
   without motion (LJSpeech, BEAT2 2_scott_0_2_2 with its TextGrid, 2_scott_0_111_111)
   cut into phrases of at most ``max_phrase_s``; for each, a motion phrase is cut at
   random from a paired take's TRAINING part and warped in time, piecewise linearly
-  (local tempo 0.7x-1.4x), so that its strokes (peaks of the summed wrist speed) land
+  (local tempo 0.7x-1.4x), so that its strokes (each stroke's apex: the wrist-speed
+  minimum that ends a wrist-speed peak) land
   on the speech's stressed syllables (primary-stress vowels of the TextGrid's phones
   tier, at their energy maximum) or, without a TextGrid, on its prosodic peaks
   (peaks of the smoothed energy envelope). The constructed pairs of 2_scott_0_111_111
@@ -127,15 +128,26 @@ def wrist_speed(dir_vec: np.ndarray, fps: float) -> np.ndarray:
     return np.concatenate([v[:1], v]) if len(v) else np.zeros(len(dir_vec))
 
 
-def motion_strokes(dir_vec: np.ndarray, fps: float, min_gap_s: float = 0.3) -> np.ndarray:
-    """Stroke times (s): peaks of the (lightly smoothed) summed wrist speed."""
+def motion_strokes(dir_vec: np.ndarray, fps: float, min_gap_s: float = 0.3, at: str = "apex") -> np.ndarray:
+    """Stroke times (s) from the (lightly smoothed) summed wrist speed: its peaks (``at="peak"``,
+    the stroke's fastest moment) or, by default, each stroke's apex, the speed minimum that ends
+    it (within 0.6 s after the peak): where the hand arrives, the moment that lands on the
+    stressed syllable in co-speech gesture and the motion beat of the BC metric."""
     speed = wrist_speed(dir_vec, fps)
     if len(speed) < 3:
         return np.zeros(0)
     speed = np.convolve(speed, np.ones(3) / 3, mode="same")
     peaks, _ = find_peaks(speed, distance=max(1, int(round(min_gap_s * fps))),
                           prominence=0.25 * float(np.std(speed)) + 1e-9)
-    return peaks / fps
+    if at == "peak":
+        return peaks / fps
+    apexes = []
+    for p in peaks:
+        seg = speed[p:min(len(speed), p + int(0.6 * fps) + 1)]
+        k = next((i for i in range(1, len(seg) - 1) if seg[i] <= seg[i - 1] and seg[i] <= seg[i + 1]), None)
+        if k is not None and (not apexes or p + k > apexes[-1]):
+            apexes.append(p + k)
+    return np.asarray(apexes, dtype=np.float64) / fps
 
 
 def energy_envelope(audio: np.ndarray, hop_s: float = 0.01, win_s: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
