@@ -9,8 +9,11 @@ One OSC message per datagram, one argument each:
 
 Everything else is rejected and counted: bundles, other addresses, other argument
 types or counts, values out of range, datagrams over ``max_bytes``, more than
-``rate_hz`` messages a second from one sender, and any datagram that is not the
-canonical OSC encoding of the message it decodes to (trailing bytes, bad padding).
+``rate_hz`` messages a second from one sender (one sending socket: host and port, so a
+flooding process on this machine never uses up another's allowance), any datagram that
+is not the canonical OSC encoding of the message it decodes to (trailing bytes, bad
+padding), and controls the receiver cannot apply (its callback raises ControlError:
+a style the model does not have).
 OSC has no authentication, so the server binds loopback only; reach it from another
 machine through a tunnel (ssh -L, socat) that you control.
 """
@@ -27,9 +30,10 @@ from pythonosc.osc_message import OscMessage
 
 from hop.bridges.control import Control, ControlError, RateLimit, check_fields, is_loopback
 from hop.bridges.osc_wire import osc_message
+from hop.profiles import RANGES
 
 ADDRESSES = {"/hop/control/intensity": "intensity", "/hop/control/mute": "mute", "/hop/control/style": "style"}
-MAX_SENDERS = 64  # rate-limit buckets kept; the least recently heard sender is forgotten first
+MAX_SENDERS = 256  # rate-limit buckets kept (one per sending socket); the least recently heard is forgotten first
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,9 @@ class OscControlServer:
     """A UDP thread that validates control datagrams and hands each valid one to ``on_control``.
 
     It knows nothing of what receives the controls: ``on_control`` is called on this
-    thread with a validated ``Control``; an exception it raises is counted in
-    ``stats()["last_error"]`` and the server keeps going.
+    thread with a validated ``Control``; a ControlError it raises rejects the message
+    (counted by its code); any other exception is counted in ``stats()["last_error"]``
+    and the server keeps going.
     """
 
     def __init__(self, options: OscControlOptions, on_control: Callable[[Control], None],
@@ -110,6 +115,10 @@ class OscControlServer:
         if not is_loopback(options.host):
             raise ValueError(f"OSC control has no authentication and binds loopback only, not {options.host!r}; "
                              "forward it with ssh -L or socat from the machine that sends")
+        low, high = RANGES["outputs.osc_control_port"]
+        if isinstance(options.port, bool) or not isinstance(options.port, int) or not low <= options.port <= high:
+            raise ValueError(f"OSC control port {options.port!r} is not a port; expected PORT in {low}..{high} "
+                             f"({low}: any free port)")
         self.options = options
         self.styles = styles
         self._on_control = on_control
@@ -119,6 +128,10 @@ class OscControlServer:
         self._reasons: Counter[str] = Counter()
         self._last_error = ""
         self._sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:  # room for a burst: a flooding sender then costs others their allowance less often in the kernel
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        except OSError:
+            pass
         try:
             self._sock.bind((options.host, options.port))
         except OSError as error:
@@ -147,30 +160,33 @@ class OscControlServer:
         try:
             if len(datagram) > self.options.max_bytes:
                 raise ControlError("too_large", f"control datagrams are limited to {self.options.max_bytes} bytes")
-            if not self._limiter(sender[0]).allow():
+            if not self._limiter(tuple(sender[:2])).allow():
                 raise ControlError("rate_limited", f"at most {self.options.rate_hz:g} control messages per second")
             control = parse_osc_control(datagram, self.styles)
+            self._on_control(control)  # the receiver's own check: ControlError if it cannot apply it
         except ControlError as error:
             with self._lock:
                 self._counts["rejected"] += 1
                 self._reasons[error.code] += 1
                 self._last_error = str(error)
             return
-        with self._lock:
-            self._counts["accepted"] += 1
-        try:
-            self._on_control(control)
         except Exception as error:  # the callback must not take the server down
             with self._lock:
+                self._counts["rejected"] += 1
+                self._reasons["internal"] += 1
                 self._last_error = f"control callback failed: {error!r}"
+            return
+        with self._lock:
+            self._counts["accepted"] += 1
 
-    def _limiter(self, host: str) -> RateLimit:
-        limiter = self._senders.get(host)
+    def _limiter(self, sender: tuple) -> RateLimit:
+        """The allowance of one sending socket, (host, port)."""
+        limiter = self._senders.get(sender)
         if limiter is None:
             if len(self._senders) >= MAX_SENDERS:
                 self._senders.popitem(last=False)
-            limiter = self._senders[host] = RateLimit(self.options.rate_hz)
-        self._senders.move_to_end(host)
+            limiter = self._senders[sender] = RateLimit(self.options.rate_hz)
+        self._senders.move_to_end(sender)
         return limiter
 
     def stats(self) -> dict:

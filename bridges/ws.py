@@ -17,8 +17,10 @@ rest lives beside it:
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import json
+import math
 import socket
 import threading
 import time
@@ -35,10 +37,11 @@ from hop.bridges import ws_auth
 from hop.bridges.control import Control, RateLimit
 from hop.bridges.frame import PoseFrame
 from hop.bridges.ws_control import WebSocketControl, check_limits
-from hop.bridges.ws_http import VIEWER_DIR, load_static_files, static_response, text_response
+from hop.bridges.ws_http import VIEWER_DIR, load_static_files, method_not_allowed, static_response, text_response
 from hop.bridges.ws_protocol import (FORMATS, WS_PATH, VrmPoseEncoder, encode_binary, encode_json, frame_joints,
                                      hello_message, validate_frame)
 from hop.model.skeleton import get_skeleton
+from hop.profiles import RANGES
 
 # Hard cap on any inbound message; larger ones close the connection (1009).
 # Messages between the control limit and this cap get an error reply instead.
@@ -54,6 +57,10 @@ class WebSocketOptions:
     port: int = 8765  # 0 picks a free port (read it back from WebSocketSink.port)
     allow_remote: bool = False  # must be set to bind anything but loopback
     token: str | None = None  # required from clients when set; mandatory with allow_remote
+    # Failed token checks one remote address may make before it is refused (HTTP 429) for
+    # auth_backoff_s, doubling with each further failure (ws_auth.FailureBudget).
+    auth_failures_allowed: int = 5
+    auth_backoff_s: float = 1.0
     allowed_origins: tuple[str, ...] = ()  # extra browser origins, e.g. "http://localhost:5173"
     client_queue_frames: int = 4  # per-client backlog; older frames are dropped beyond it
     # Kernel send buffer per client. Linux grows it to megabytes by default, which
@@ -71,8 +78,12 @@ class WebSocketOptions:
 
 def validate_options(options: WebSocketOptions) -> None:
     """Raise ValueError naming the fix for any unsafe or impossible setting."""
-    if not 0 <= options.port <= 65535:
-        raise ValueError(f"WebSocket port {options.port} is out of range 0..65535")
+    low, high = RANGES["outputs.ws_port"]
+    if isinstance(options.port, bool) or not isinstance(options.port, int) or not low <= options.port <= high:
+        raise ValueError(f"WebSocket port {options.port!r} is not a port; expected PORT in {low}..{high} "
+                         f"({low}: any free port)")
+    if options.auth_failures_allowed < 1 or not options.auth_backoff_s > 0:
+        raise ValueError("auth_failures_allowed must be at least 1 and auth_backoff_s positive")
     ws_auth.check_exposure(options.host, options.allow_remote, options.token, options.allowed_origins)
     if not 4096 <= options.send_buffer_bytes <= 16 * 1024 * 1024:
         raise ValueError("send_buffer_bytes must lie in 4096..16777216")
@@ -84,6 +95,33 @@ def validate_options(options: WebSocketOptions) -> None:
         raise ValueError(f"max_control_bytes must lie in 64..{INBOUND_HARD_LIMIT}")
     check_limits(options.max_control_bytes, options.control_rate_hz, options.styles)
     get_skeleton(options.skeleton)
+
+
+class _GetOnlyConnection(ServerConnection):
+    """Answers 405 itself to a request that is not GET, before websockets reads it: websockets
+    parses GET requests only and drops anything else that has a body (a POST) without a reply."""
+
+    def __init__(self, *args, on_wrong_method: Callable[[], None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._on_wrong_method = on_wrong_method
+        self._head = b""
+        self._method_checked = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self._method_checked:
+            self._head += data
+            line_end = self._head.find(b"\r\n")
+            if line_end < 0 and len(self._head) < 8192:
+                return  # the request line is not complete yet
+            self._method_checked = True
+            data, self._head = self._head, b""
+            method = data[: line_end if line_end >= 0 else len(data)].split(b" ", 1)[0]
+            if method != b"GET":
+                self._on_wrong_method()
+                self.transport.write(method_not_allowed(method.decode("ascii", "replace")).serialize())
+                self.transport.close()
+                return
+        super().data_received(data)
 
 
 @dataclass(eq=False)
@@ -128,7 +166,8 @@ class WebSocketSink:
         self._pending = 0  # frames handed to the server thread and not yet fanned out
         self._clients: set[_Client] = set()
         self._counts = {"frames_in": 0, "sent": 0, "dropped": 0, "errors": 0, "clients_refused": 0,
-                        "clients_total": 0}
+                        "clients_total": 0, "token_failures": 0, "refused_backoff": 0, "methods_refused": 0}
+        self._budget = ws_auth.FailureBudget(options.auth_failures_allowed, options.auth_backoff_s)
         self._last_error = ""
         self._closed = False
         self._ready = threading.Event()
@@ -221,7 +260,8 @@ class WebSocketSink:
                 self._handle, self.options.host, self.options.port,
                 process_request=self._process_request, compression=None, max_size=INBOUND_HARD_LIMIT,
                 max_queue=4, write_limit=WRITE_LIMIT, close_timeout=self.options.close_timeout_s,
-                server_header=None)
+                server_header=None,
+                create_connection=functools.partial(_GetOnlyConnection, on_wrong_method=self._wrong_method))
         except OSError as error:
             self._startup_error = error
             self._ready.set()
@@ -255,6 +295,9 @@ class WebSocketSink:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Route one HTTP request: the viewer's files, or a WebSocket upgrade if the client may have one."""
+        if request.method != "GET":  # _GetOnlyConnection answers these first; kept as the rule here
+            self._wrong_method()
+            return method_not_allowed(request.method)
         repeated = ws_auth.repeated_header(request)
         if repeated is not None:
             self._counts["clients_refused"] += 1
@@ -268,10 +311,11 @@ class WebSocketSink:
         formats = params.get("format", ["binary"])
         if len(formats) != 1 or formats[0] not in FORMATS:
             return text_response(http.HTTPStatus.BAD_REQUEST, f"format must be one of {FORMATS}\n")
-        if self.options.token is not None and not ws_auth.token_ok(request, params, self.options.token):
-            self._counts["clients_refused"] += 1
-            return text_response(http.HTTPStatus.UNAUTHORIZED,
-                                 "missing or wrong token: add ?token=... or an 'Authorization: Bearer' header\n")
+        if self.options.token is not None:
+            refused = self._check_token(connection, request, params)
+            if refused is not None:
+                self._counts["clients_refused"] += 1
+                return refused
         if not ws_auth.origin_ok(request, self.options.host, self.options.allowed_origins):
             self._counts["clients_refused"] += 1
             return text_response(http.HTTPStatus.FORBIDDEN,
@@ -281,6 +325,33 @@ class WebSocketSink:
             self._counts["clients_refused"] += 1
             return text_response(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
         return None
+
+    def _wrong_method(self) -> None:
+        self._counts["methods_refused"] += 1
+
+    def _check_token(self, connection: ServerConnection, request: Request, params: dict) -> Response | None:
+        """None if the request carries the token exactly once; else the refusal. Each failure is
+        charged to the remote address, which is refused outright while its backoff lasts."""
+        address = str((connection.remote_address or ("?",))[0])
+        wait = self._budget.blocked_for(address)
+        if wait > 0:
+            self._counts["refused_backoff"] += 1
+            response = text_response(http.HTTPStatus.TOO_MANY_REQUESTS,
+                                     f"too many failed token attempts from {address}; try again in "
+                                     f"{math.ceil(wait)} s\n")
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
+        offered = ws_auth.offered_tokens(request, params)
+        if len(offered) == 1 and ws_auth.token_ok(request, params, self.options.token):
+            self._budget.succeeded(address)
+            return None
+        self._counts["token_failures"] += 1
+        self._budget.failed(address)
+        if len(offered) > 1:
+            return text_response(http.HTTPStatus.BAD_REQUEST,
+                                 "send the token once: one ?token=... or one 'Authorization: Bearer' header\n")
+        return text_response(http.HTTPStatus.UNAUTHORIZED,
+                             "missing or wrong token: add ?token=... or an 'Authorization: Bearer' header\n")
 
     async def _handle(self, connection: ServerConnection) -> None:
         sock = connection.transport.get_extra_info("socket")

@@ -9,7 +9,10 @@ and more than ``rate_hz`` messages a second from one client are rejected too.
 ``WebSocketControl`` does the checking for every connection of one server and
 hands each valid ``Control`` to the callback it was given; it knows nothing of
 what receives the controls, and nothing of sockets: the server passes it each
-message and sends back the reply it returns.
+message and sends back the reply it returns. The reply tells the truth: "accepted"
+only once the callback took the control; a callback that cannot apply it raises
+ControlError (hop-live's session: a style its model has no such speaker for, ...)
+and the client gets that error and its reason instead.
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ class WebSocketControl:
     """Validates control messages from every client of one server; valid ones go to the callback.
 
     ``handle`` runs on the server's thread, and so does the callback: keep it short
-    and thread-safe. An exception from the callback is passed to ``on_error`` and
-    the message still counts as accepted (it was valid).
+    and thread-safe. A ControlError from the callback rejects the message with its
+    code and reason (the receiver checked it and cannot apply it); any other exception
+    is passed to ``on_error`` and the message is rejected as "internal".
     """
 
     def __init__(self, max_bytes: int, rate_hz: float, styles: tuple[str, ...] = (),
@@ -97,20 +101,17 @@ class WebSocketControl:
         """One message from one client -> (accepted, the reply to send it)."""
         try:
             control = self._check(message, limiter)
+            callback = self._callback
+            if callback is not None:
+                callback(control)  # the receiver's own check: ControlError if it cannot apply it
         except ControlError as error:
             self._count(False)
             return False, {"type": "error", "error": error.code, "detail": error.detail}
-        except Exception as error:  # a bug in validation must not drop the client or the server
+        except Exception as error:  # a bug in validation or in the callback must not drop the client or the server
             self._on_error(f"control message check failed: {error!r}")
             self._count(False)
-            return False, {"type": "error", "error": "internal", "detail": "message could not be checked"}
+            return False, {"type": "error", "error": "internal", "detail": "message could not be applied"}
         self._count(True)
-        callback = self._callback
-        if callback is not None:
-            try:
-                callback(control)
-            except Exception as error:  # the callback must not take the server down
-                self._on_error(f"control callback failed: {error!r}")
         return True, {"type": "accepted", "control": {k: v for k, v in vars(control).items() if v is not None}}
 
     def _check(self, message: str | bytes, limiter: RateLimit) -> Control:

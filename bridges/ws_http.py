@@ -2,7 +2,8 @@
 
 ``GET /``, ``/index.html``, ``/viewer.js`` ... serve bridges/viewer/static. The files
 are read into a fixed table at start-up, so a request can only ever name a file
-that is in the table: no request path is ever joined onto a folder.
+that is in the table: no request path is ever joined onto a folder. GET is the
+only method: any other (HEAD, OPTIONS, POST, ...) gets 405 with ``Allow: GET``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ def static_response(files: dict[str, StaticFile], path: str) -> Response:
         "Connection": "close",
     })
     return Response(200, "OK", headers, found.body)
+
+
+def method_not_allowed(method: str) -> Response:
+    """405 for anything but GET; no body for HEAD (a HEAD response never has one)."""
+    response = text_response(http.HTTPStatus.METHOD_NOT_ALLOWED, "" if method == "HEAD" else
+                             "only GET is served here\n")
+    response.headers["Allow"] = "GET"
+    return response
 
 
 def text_response(status: http.HTTPStatus, text: str) -> Response:

@@ -123,9 +123,55 @@ def test_a_flood_is_rate_limited_per_sender():
     assert len(received.controls) == stats["accepted"]
 
 
+def test_one_flooding_sender_does_not_use_up_another_senders_allowance():
+    """The allowance is per sending socket (host and port): every local process shares 127.0.0.1,
+    and one flooding it must not crowd out a controller that sends a few messages."""
+    server, received = _server(rate_hz=10.0)
+    flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    controller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood = osc_message("/hop/control/intensity", "f", [2.0]).dgram
+    try:
+        for i in range(600):
+            flooder.sendto(flood, ("127.0.0.1", server.port))
+            if i % 100 == 50:
+                controller.sendto(osc_message("/hop/control/mute", "T", [True]).dgram, ("127.0.0.1", server.port))
+            if i % 25 == 24:
+                time.sleep(0.005)  # keep within the socket's buffer: this tests the allowance, not the kernel
+        stats = _settle(server, 606)
+    finally:
+        flooder.close()
+        controller.close()
+        server.close()
+    assert stats["accepted"] + stats["rejected"] == 606, stats
+    mutes = [c for c in received.controls if c.mute is not None]
+    assert len(mutes) == 6, f"the controller's messages were crowded out: {stats}"
+    assert stats["rejected_by_reason"]["rate_limited"] >= 600 - 20, stats
+
+
+def test_a_control_the_receiver_cannot_apply_is_rejected_with_its_reason():
+    from hop.bridges.control import ControlError
+
+    def receiver(control):
+        raise ControlError("bad_value", f"style {control.style!r}: this model has no such style")
+
+    server = OscControlServer(OscControlOptions(port=0), receiver)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.sendto(osc_message("/hop/control/style", "s", ["garbage"]).dgram, ("127.0.0.1", server.port))
+        stats = _settle(server, 1)
+    finally:
+        sender.close()
+        server.close()
+    assert stats["accepted"] == 0 and stats["rejected_by_reason"] == {"bad_value": 1}, stats
+    assert "no such style" in stats["last_error"]
+
+
 def test_only_loopback_and_a_busy_port_is_a_clear_error():
     with pytest.raises(ValueError, match="loopback only"):
         OscControlServer(OscControlOptions(host="0.0.0.0", port=0), lambda c: None)
+    for port in (70000, -1):  # a port that is no port: a message, not OverflowError from the socket
+        with pytest.raises(ValueError, match=r"expected PORT in 0\.\.65535 \(0: any free port\)"):
+            OscControlServer(OscControlOptions(port=port), lambda c: None)
     server, _ = _server()
     try:
         with pytest.raises(OSError, match="pick another port"):
@@ -150,7 +196,8 @@ def test_a_handler_that_raises_does_not_stop_the_server():
     finally:
         sender.close()
         server.close()
-    assert len(calls) == 2 and stats["accepted"] == 2 and "engine busy" in stats["last_error"]
+    # it could not take them: counted as rejected ("internal"), and the server goes on
+    assert len(calls) == 2 and stats["rejected_by_reason"] == {"internal": 2} and "engine busy" in stats["last_error"]
 
 
 # -- fuzz ---------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ def wait_clients(sink: WebSocketSink, count: int) -> None:
 
 # --------------------------------------------------------------------- raw sockets
 
-def raw_http(port: int, request_line: str, headers: dict[str, str] | None = None, rcvbuf: int | None = None):
+def raw_http(port: int, request_line: str, headers: dict[str, str] | None = None, rcvbuf: int | None = None,
+             payload: bytes = b""):
     """Open a socket, send one request, return (socket, status code, bytes after the head)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
@@ -75,7 +76,7 @@ def raw_http(port: int, request_line: str, headers: dict[str, str] | None = None
     sock.connect(("127.0.0.1", port))
     headers = {"Host": f"127.0.0.1:{port}", **(headers or {})}
     lines = [request_line] + [f"{k}: {v}" for k, v in headers.items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
@@ -320,6 +321,32 @@ GARBAGE = [
 ]
 
 
+def test_bridges_ws_control_reply_is_the_receivers_own_verdict(make_sink):
+    """"accepted" only once the callback took the control: a receiver that cannot apply it raises
+    ControlError, and the client gets that error and its reason (one schema, checked end to end)."""
+    from hop.bridges.control import ControlError
+
+    sink = make_sink()
+    applied = []
+
+    def receiver(control):
+        if control.style == "speaker_999999":
+            raise ControlError("bad_value", "style 'speaker_999999': speaker id 999999 out of range 0..3")
+        applied.append(control)
+
+    sink.on_control(receiver)
+    with connect(sink.url) as client:
+        hello(client)
+        client.send('{"type": "control", "style": "speaker_999999", "mute": true}')
+        reply = json.loads(client.recv(timeout=5))
+        assert reply == {"type": "error", "error": "bad_value",
+                         "detail": "style 'speaker_999999': speaker id 999999 out of range 0..3"}
+        client.send('{"type": "control", "style": "speaker_1"}')
+        assert json.loads(client.recv(timeout=5))["type"] == "accepted"
+    assert [c.style for c in applied] == ["speaker_1"], "a rejected control must change nothing"
+    assert sink.stats()["control_rejected"] == 1 and sink.stats()["control_accepted"] == 1
+
+
 def test_bridges_ws_garbage_control_rejected_without_state_change(make_sink):
     sink = make_sink(control_rate_hz=1000.0, styles=("calm", "lively"))
     applied = []
@@ -432,6 +459,48 @@ def test_bridges_ws_token(make_sink):
     assert sink.viewer_url.endswith("/?token=" + TOKEN)
 
 
+def test_bridges_ws_token_counts_only_when_sent_exactly_once(make_sink):
+    """Several token= values (or a query token and a Bearer header) are refused whole: a request
+    could otherwise carry hundreds of guesses, any of which would let it in."""
+    sink = make_sink(token=TOKEN)
+    guesses = "&".join(f"token=guess-{i:04d}-0123456789" for i in range(250))
+    for url, headers in ((f"{sink.url}?{guesses}&token={TOKEN}", None),
+                         (f"{sink.url}?token={TOKEN}&token={TOKEN}", None),
+                         (f"{sink.url}?token={TOKEN}", {"Authorization": "Bearer " + TOKEN})):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=headers)
+        assert refused.value.response.status_code == 400
+        assert b"send the token once" in refused.value.response.body
+    with connect(f"{sink.url}?token={TOKEN}") as client:
+        hello(client)
+
+
+def test_bridges_ws_failed_tokens_back_off_per_address(make_sink):
+    """After auth_failures_allowed wrong tokens an address is refused outright (429 with
+    Retry-After), even with the right token, for a backoff that doubles with each failure."""
+    sink = make_sink(token=TOKEN, auth_failures_allowed=3, auth_backoff_s=0.5)
+    statuses = []
+    started = time.monotonic()
+    for i in range(200):  # a guessing loop as fast as the server answers
+        try:
+            with connect(f"{sink.url}?token=guess-{i:04d}-0123456789"):
+                pass
+        except InvalidStatus as error:
+            statuses.append(error.response.status_code)
+    elapsed = time.monotonic() - started
+    assert statuses[:3] == [401, 401, 401] and set(statuses[3:]) <= {401, 429}, statuses[:10]
+    # only the first few, and one after each expired backoff, ever reached the token check
+    checked = sink.stats()["token_failures"]
+    assert checked <= 3 + 2 + elapsed / 0.5, (checked, elapsed)
+    assert sink.stats()["refused_backoff"] >= 200 - checked
+    with pytest.raises(InvalidStatus) as refused:  # blocked: the right token does not help now
+        connect(f"{sink.url}?token={TOKEN}")
+    assert refused.value.response.status_code == 429 and int(refused.value.response.headers["Retry-After"]) >= 1
+    time.sleep(min(300.0, 0.5 * 2 ** (checked - 3)) + 0.1)
+    with connect(f"{sink.url}?token={TOKEN}") as client:  # the backoff over: the right token gets in
+        hello(client)
+
+
 def test_bridges_ws_remote_bind_needs_opt_in_and_token():
     for host in ("0.0.0.0", "192.168.1.20", "::", "example.org"):
         with pytest.raises(ValueError, match="allow_remote"):
@@ -534,6 +603,35 @@ def test_bridges_ws_no_path_traversal(make_sink, path):
     for secret in (b"import ", b"[project]", b"root:", b"websockets", b"# hop-live", b"\"name\""):
         assert secret not in body
     status, _ = raw_get(sink.port, "/index.html")  # still serving
+    assert status == 200
+
+
+@pytest.mark.parametrize("method, body", [("HEAD", ""), ("OPTIONS", ""), ("POST", ""), ("POST", "a=1"),
+                                          ("PUT", "x" * 5000), ("DELETE", ""), ("PATCH", "{}"), ("TRACE", ""),
+                                          ("CONNECT", "")])
+def test_bridges_ws_methods_other_than_get_get_405(make_sink, method, body):
+    """Every method but GET gets 405 with Allow: GET (a POST with a body used to get no reply at
+    all, HEAD and OPTIONS the page)."""
+    sink = make_sink()
+    target = "127.0.0.1:1" if method == "CONNECT" else "/"
+    headers = {"Content-Length": str(len(body))} if body else None
+    sock, status, body = raw_http(sink.port, f"{method} {target} HTTP/1.1", headers, payload=body.encode())
+    try:
+        sock.settimeout(2)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    sock.close()
+    assert status == 405, (method, status)
+    assert b"<canvas" not in body and b"<html" not in body.lower(), "the page must not be served"
+    if method == "HEAD":
+        assert body == b"", body
+    assert sink.stats()["methods_refused"] == 1
+    status, _ = raw_get(sink.port, "/index.html")  # GET still serves
     assert status == 200
 
 
