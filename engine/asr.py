@@ -12,16 +12,29 @@ and records the ASR lag (arrival time minus the time the word's end was fed).
 
 If the model folder is missing or the worker dies, the state becomes
 UNAVAILABLE with a message and the engine carries on without text.
+
+Lifecycle: the worker belongs to the process that started it. It ignores SIGINT (a
+Ctrl-C in the terminal reaches the whole process group; the parent decides what it
+means and stops the worker itself), and it never outlives its parent: the kernel kills
+it when the parent dies (PR_SET_PDEATHSIG, when started from the main thread), and a
+thread in it exits the process when the pipe from the parent reaches its end, even after
+a SIGKILL of the parent.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import importlib.util
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
+import signal
+import sys
+import threading
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,11 +112,13 @@ class AsrClient:
         context = multiprocessing.get_context("spawn")
         self._audio = context.Queue()
         self._results = context.Queue()
+        main_thread = threading.current_thread() is threading.main_thread()
         self._process = context.Process(
-            target=_worker_main, args=(self.options, str(model_dir), self._audio, self._results),
+            target=_worker_main, args=(self.options, str(model_dir), self._audio, self._results, os.getpid(),
+                                       main_thread),
             name="hop-asr", daemon=True,
         )
-        self._process.start()
+        _start_quietly(self._process, main_thread)
 
     def feed(self, samples: np.ndarray, first_index: int | None = None) -> None:
         """Forward consecutive 16 kHz samples; `first_index` is the stream index of samples[0]."""
@@ -163,12 +178,16 @@ class AsrClient:
         while self.lags_s:
             status.record_asr_lag(self.lags_s.popleft())
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0, hurry: threading.Event | None = None) -> None:
+        """Ask the worker to finish (it ends its current window) and wait up to ``timeout_s``;
+        then, or as soon as ``hurry`` is set (a second Ctrl-C), terminate it."""
         process, self._process = self._process, None
         if process is not None and process.is_alive():
             if self._audio is not None:
                 self._audio.put(None)
-            process.join(timeout=5)
+            deadline = time.monotonic() + timeout_s
+            while process.is_alive() and time.monotonic() < deadline and not (hurry is not None and hurry.is_set()):
+                process.join(timeout=0.05)
             if process.is_alive():
                 process.terminate()  # this worker's own PID
                 process.join(timeout=5)
@@ -183,8 +202,55 @@ class AsrClient:
 
 # -- the worker process ------------------------------------------------------
 
+def _start_quietly(process: multiprocessing.Process, main_thread: bool) -> None:
+    """Start the worker so that a terminal's SIGINT never reaches its Python code.
+
+    A process that starts with SIGINT ignored keeps it ignored (Python installs its
+    KeyboardInterrupt handler only over the default action), so it is ignored here for
+    the few milliseconds of the spawn, which covers the worker's start-up imports too.
+    The worker runs a function of this module, so the parent's ``__main__`` (hop-live's
+    script, and with it torch and the model code) is not re-imported in the worker:
+    hidden while the spawn reads it.
+    """
+    main = sys.modules.get("__main__")
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        if main_thread:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        process.start()
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+        if main_thread:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+def _die_with_parent(parent_pid: int, parent_main_thread: bool) -> None:
+    """End this worker when its parent ends, however it ends (SIGKILL included)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; a terminal's Ctrl-C is for it
+    if parent_main_thread and sys.platform.startswith("linux"):
+        # The kernel's own guard: SIGKILL when the parent's thread that started us ends, i.e. the
+        # parent itself when that was its main thread. Needs no Python code to run in time.
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # it died before the guard was set
+        os._exit(0)
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        def watch() -> None:  # the pipe from the parent reaches its end when the parent is gone
+            multiprocessing.connection.wait([parent.sentinel])
+            os._exit(0)
+
+        threading.Thread(target=watch, name="hop-asr-parent-watch", daemon=True).start()
+
+
 def _worker_main(options: AsrOptions, model_dir: str, audio: multiprocessing.Queue,
-                 results: multiprocessing.Queue) -> None:
+                 results: multiprocessing.Queue, parent_pid: int | None = None,
+                 parent_main_thread: bool = False) -> None:
+    _die_with_parent(parent_pid if parent_pid is not None else os.getppid(), parent_main_thread)
     try:
         os.nice(options.nice)  # the real-time loop comes first
     except OSError:

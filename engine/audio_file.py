@@ -33,6 +33,24 @@ class AudioFileError(ValueError):
     """The file cannot be used as input; the message names the fix."""
 
 
+# What a recording may claim and still be audio this engine can use. A header outside these
+# (1 Hz, 4 GHz, 65,535 channels) is a damaged or hostile file: refused before anything is read.
+SAMPLE_RATES = (1_000, 768_000)  # Hz
+MAX_CHANNELS = 64
+
+
+def check_audio_format(rate: float, channels: int = 1) -> None:
+    """Raise AudioFileError unless ``rate`` Hz and ``channels`` are a usable audio format.
+
+    Independent of how the audio is read: the WAV reader here, a microphone's --samplerate,
+    any other decoder's header all go through it."""
+    low, high = SAMPLE_RATES
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not low <= rate <= high:
+        raise AudioFileError(f"a sample rate of {rate!r} Hz is not usable audio (accepted: {low}..{high} Hz)")
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+        raise AudioFileError(f"{channels!r} channels is not usable audio (accepted: 1..{MAX_CHANNELS} channels)")
+
+
 @dataclass(frozen=True)
 class WavInfo:
     path: Path
@@ -51,8 +69,12 @@ class WavInfo:
 def read_wav_info(path: str | Path) -> WavInfo:
     """Parse the RIFF header; raises AudioFileError for anything unusable."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise AudioFileError(f"{path} is a directory, not an audio file")
+    if not path.exists():
         raise AudioFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise AudioFileError(f"{path} is not a regular file (a device or a pipe?); give a WAV file")
     size = path.stat().st_size
     if size == 0:
         raise AudioFileError(f"{path} is empty (0 bytes); record or export the audio again")
@@ -126,8 +148,11 @@ def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, bool]:
             f"{path}: WAV encoding {tag} with {bits} bits per sample is not supported "
             f"(use 8/16/24/32-bit integer or 32/64-bit float PCM); {_CONVERT_HINT}"
         )
-    if channels == 0 or sample_rate == 0:
-        raise AudioFileError(f"{path}: header says {channels} channels at {sample_rate} Hz; {_CONVERT_HINT}")
+    try:
+        check_audio_format(sample_rate, channels)
+    except AudioFileError as error:
+        raise AudioFileError(f"{path}: its header says {channels} channels at {sample_rate} Hz: {error}; "
+                             f"the header is damaged, or {_CONVERT_HINT}") from None
     return sample_rate, channels, bits, tag == _FORMAT_FLOAT
 
 

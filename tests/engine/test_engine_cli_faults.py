@@ -2,8 +2,8 @@
 
 Bad checkpoints (missing, truncated, for another language model, offline-only, weights
 that do not fit), a missing LM folder, unusable input files, a WebSocket port in use, an
-unresolvable OSC host: each must end with a one-line message naming the fix and a
-non-zero exit code, never a traceback. SIGINT/SIGTERM/SIGHUP mid-run must stop cleanly:
+unresolvable OSC host: each must end with a one-line message naming the flag and the fix
+and exit status 2 (a value the user gave cannot be used), never a traceback. SIGINT/SIGTERM/SIGHUP mid-run must stop cleanly:
 exit 0, the summary printed, and the BVH recording complete and valid.
 """
 
@@ -91,9 +91,10 @@ def checkpoints(tmp_path_factory):
 def test_checkpoint_and_lm_faults_exit_with_a_message_naming_the_fix(checkpoints, tmp_path):
     base = ["--input", str(DEMO_SPEECH), "--fast", "--no-asr", "--osc", "127.0.0.1:9", "--duration", "3"]
     expect = {
-        "missing": (checkpoints / "absent.pt", r"does not exist; pass --checkpoint"),
-        "truncated": (checkpoints / "truncated.pt", r"corrupt or truncated.*copy it again"),
-        "not_a_checkpoint": (checkpoints / "not_a_checkpoint.pt", r"cannot be loaded.*pass a checkpoint written"),
+        "missing": (checkpoints / "absent.pt", r"--checkpoint .* does not exist; pass a checkpoint written by"),
+        "truncated": (checkpoints / "truncated.pt", r"--checkpoint .*corrupt or truncated.*copy it again"),
+        "not_a_checkpoint": (checkpoints / "not_a_checkpoint.pt",
+                             r"--checkpoint .*is not a hop-live checkpoint.*pass a checkpoint written"),
         "other_lm": (checkpoints / "other_lm.pt", r"trained with language model.*fingerprint"),
         "lm_missing": (checkpoints / "lm_missing.pt", r"no-such-lm-folder.*does not exist"),
         "offline": (checkpoints / "offline.pt", r"offline .*needs a causal one"),
@@ -104,9 +105,10 @@ def test_checkpoint_and_lm_faults_exit_with_a_message_naming_the_fix(checkpoints
     import re
     for name, (_, pattern) in expect.items():
         code, _, err = results[name]
-        assert code == 1, f"{name}: exit {code}\n{err[-2000:]}"
+        assert code == 2, f"{name}: exit {code}\n{err[-2000:]}"
         assert "Traceback" not in err, f"{name}: crashed instead of a message\n{err[-2000:]}"
         assert re.search(pattern, err), f"{name}: message does not name the fix: {err[-800:]}"
+        assert "weights_only" not in err, f"{name}: never advise loading an untrusted file with weights_only=False"
 
 
 def write_pcm_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
@@ -140,14 +142,15 @@ def test_unusable_inputs_and_outputs_exit_with_a_message_naming_the_fix(tmp_path
     finally:
         busy.close()
     expect = {
-        "mp3": "not a WAV file.*MP3.*ffmpeg -i",
-        "ws_port_in_use": f"cannot open output.*{port}.*pick another port",
-        "osc_unresolvable": "cannot open output.*cannot resolve",
+        "mp3": "--input: .*not a WAV file.*MP3.*ffmpeg -i",
+        "ws_port_in_use": f"--ws 127.0.0.1:{port}: cannot listen there.*pick another port",
+        "osc_unresolvable": "--osc no-such-host.invalid:9000: cannot resolve host",
     }
     import re
     for name, pattern in expect.items():
         code, _, err = results[name]
-        assert code == 1, f"{name}: exit {code}\n{err[-2000:]}"
+        assert code == 2, f"{name}: exit {code}\n{err[-2000:]}"
+        assert "(trained on" not in err, f"{name}: found only after the model had loaded"
         assert "Traceback" not in err, f"{name}: crashed\n{err[-2000:]}"
         assert re.search(pattern, err, re.S), f"{name}: {err[-800:]}"
 
@@ -254,6 +257,9 @@ def test_disk_full_while_recording_through_hop_live(tmp_path):
     bvh = next(v for k, v in summary["outputs"].items() if k.startswith("BvhRecorder"))
     assert bvh["errors"] > 0 and "No space left on device" in bvh["last_error"]
     assert any("BvhRecorder" in e and "No space" in e for e in summary["recent_errors"]), "not in the status"
+    # and in words, as a state of the output: what the status line shows while it lasts
+    assert bvh["fault"] == "disk full" and bvh["fault_since"] > 0, bvh
+    assert any(e.startswith("bvh: disk full since ") for e in summary["recent_errors"]), summary["recent_errors"]
     # The OSC stream went on to the end of the file: every send reached the receiver.
     assert received >= summary["frames_emitted"] * 0.98 and summary["frames_emitted"] > 6 * 60 * 0.95, \
         f"{received} OSC datagrams of {summary['frames_emitted']} sends: streaming stopped with the disk"
