@@ -9,7 +9,10 @@ the control input's limits; then one message per pose frame:
           (up -y, forward +z, subject's left -x), spine at 0.
   json:   ``{"type": "pose", "index", "stream", "speaking", "captureTime",
           "captureUnix", "pose": {boneName: {"rotation": [x,y,z,w]}, "hips":
-          {..., "position": [0,0,0]}}, "joints": [[x,y,z], ...]}``; the pose is
+          {..., "position": [0,0,0]}}, "joints": [[x,y,z], ...], "expressions":
+          {"aa": w, ...}}``, "expressions" only when the frame has face weights
+          (VRM 1.0 preset names, 0..1: three-vrm's expressionManager names for VRM
+          0.x and 1.0 avatars alike; mouth closed = all 0); the pose is
           three-vrm's format for ``humanoid.setNormalizedPose()`` (lowerCamelCase
           VRM 1.0 bone names, rotations relative to the T-pose) and it and the
           joints are in the VRM 1.0 frame (``retarget.SPACES["vrm"]``: right-handed,
@@ -92,6 +95,9 @@ def encode_json(frame: PoseFrame, joints: np.ndarray, capture_unix: float, pose:
         "pose": pose,
         "joints": np.round(retarget.convert_points(joints, "ted", VRM_SPACE), 5).tolist(),
     }
+    if frame.expressions:
+        message["expressions"] = {str(name): round(min(1.0, max(0.0, float(value))), 4)
+                                  for name, value in frame.expressions.items()}
     return json.dumps(message, separators=(",", ":"))
 
 

@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 
 from hop.bridges.frame import PoseFrame
 from hop.bridges.ws import WebSocketOptions, WebSocketSink
-from hop.model.skeleton import TED_GESTURE
+from hop.model.skeleton import TED_EXPRESSIVE, TED_GESTURE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium')")
@@ -105,10 +105,13 @@ class Browser:
 
 
 class Feeder:
-    """Sends a pose function's frames to the sink at `fps` from its own thread, like the engine."""
+    """Sends a pose function's frames to the sink at `fps` from its own thread, like the engine;
+    ``expressions_at(t)`` gives each frame's face weights (none by default)."""
 
-    def __init__(self, sink: WebSocketSink, pose_at, fps: float = 30.0):
-        self.sink, self.pose_at, self.fps = sink, pose_at, fps
+    def __init__(self, sink: WebSocketSink, pose_at, fps: float = 30.0, expressions_at=None,
+                 skeleton: str = "ted_gesture"):
+        self.sink, self.pose_at, self.fps, self.expressions_at = sink, pose_at, fps, expressions_at
+        self.skeleton = skeleton
         self.stop = threading.Event()
         self.index = 0
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -118,7 +121,9 @@ class Feeder:
         start = time.perf_counter()
         while not self.stop.is_set():
             t = self.index / self.fps
-            self.sink.send(PoseFrame(self.index, time.perf_counter(), self.pose_at(t), speaking=True))
+            expressions = self.expressions_at(t) if self.expressions_at else {}
+            self.sink.send(PoseFrame(self.index, time.perf_counter(), self.pose_at(t), speaking=True,
+                                     skeleton=self.skeleton, expressions=expressions))
             self.index += 1
             time.sleep(max(0.0, start + self.index / self.fps - time.perf_counter()))
 
@@ -196,5 +201,135 @@ def test_bridges_viewer_draws_moving_stream_in_chromium(tmp_path):
     finally:
         if feeder is not None:
             feeder.close()
+        browser.close()
+        sink.close()
+
+
+def talking(t: float) -> dict[str, float]:
+    """The mouth open ("aa" 0.8) in the first half of every second, closed in the second half."""
+    open_now = (t % 1.0) < 0.5
+    return {"aa": 0.8 if open_now else 0.0, "ih": 0.0, "ou": 0.0, "ee": 0.0, "oh": 0.0, "blink": 0.0}
+
+
+def set_file(browser: Browser, selector: str, path: Path) -> None:
+    root = browser.call("DOM.getDocument", session=True)["root"]["nodeId"]
+    node = browser.call("DOM.querySelector", session=True, nodeId=root, selector=selector)["nodeId"]
+    browser.call("DOM.setFileInputFiles", session=True, nodeId=node, files=[str(path)])
+
+
+def test_bridges_viewer_json_stream_carries_expressions_and_favicon_is_served():
+    import urllib.request
+
+    sink = WebSocketSink(WebSocketOptions(port=0))
+    try:
+        with connect(sink.url + "?format=json") as client:
+            assert json.loads(client.recv(timeout=5))["type"] == "hello"
+            time.sleep(0.2)
+            sink.send(PoseFrame(0, time.perf_counter(), TED_GESTURE.mean_pose(), speaking=True,
+                                expressions={"aa": 0.61234567, "blink": 1.5}))
+            sink.send(PoseFrame(1, time.perf_counter(), TED_GESTURE.mean_pose(), speaking=False))
+            with_face, without = (json.loads(client.recv(timeout=5)) for _ in range(2))
+        assert with_face["expressions"] == {"aa": 0.6123, "blink": 1.0}  # rounded, clipped to 0..1
+        assert "expressions" not in without
+        with urllib.request.urlopen(sink.viewer_url.rstrip("/") + "/favicon.ico", timeout=5) as reply:
+            assert reply.status == 200 and reply.headers["Content-Type"].startswith("image/")
+            assert reply.read(4) == b"\x00\x00\x01\x00"  # an ICO file
+    finally:
+        sink.close()
+
+
+def expressive_pose(t: float) -> np.ndarray:
+    """A TED Expressive pose (42 bones: body, head, fingers) drifting smoothly."""
+    rng = np.random.default_rng(11)
+    base, phase = rng.normal(size=(TED_EXPRESSIVE.n_bones, 3)), rng.uniform(0, 2 * np.pi, (TED_EXPRESSIVE.n_bones, 3))
+    v = base + 0.6 * np.sin(2 * np.pi * 0.5 * t + phase)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape(-1).astype(np.float32)
+
+
+def test_bridges_viewer_keeps_every_frame_while_busy_and_moves_the_vrm_mouth(tmp_path):
+    """A page busy for seconds (a big VRM parsing, shaders compiling) must not lose frames: the
+    socket is read by a worker. A loaded VRM's mouth follows the stream's expressions.
+
+    Large frames (TED Expressive) and a small server send buffer make a client that stops reading
+    for 5 s lose frames for sure (the viewer that read on its page thread lost 25 of 150 here); a
+    32-frame queue (1 s) absorbs the test process's own stalls on a loaded machine."""
+    from avatar_testkit import make_avatar
+
+    keep = Path(os.environ["HOP_SCREENSHOT_DIR"]) if os.environ.get("HOP_SCREENSHOT_DIR") else tmp_path
+    keep.mkdir(parents=True, exist_ok=True)
+    avatar = tmp_path / "mouth.vrm"
+    make_avatar(avatar, version=1, scale=0.8, mouth=True)
+    sink = WebSocketSink(WebSocketOptions(port=0, skeleton="ted_expressive", send_buffer_bytes=4096,
+                                          client_queue_frames=32))
+    browser = Browser(tmp_path / "profile")
+    feeder = None
+    try:
+        browser.call("Page.navigate", session=True, url=sink.viewer_url)
+        wait_until(browser, "window.hopViewer && window.hopViewer.stats.connected")
+        assert browser.evaluate("window.hopViewer.stats.transport") == "worker"
+        feeder = Feeder(sink, expressive_pose, expressions_at=talking, skeleton="ted_expressive")
+        wait_until(browser, "window.hopViewer.stats.received > 10")
+        # The page's thread blocked for 5 s: 150 frames arrive meanwhile.
+        before = browser.evaluate("window.hopViewer.stats.received")
+        sent_before = feeder.index
+        browser.evaluate("(() => { const end = performance.now() + 5000; while (performance.now() < end) {} })()")
+        sent_during = feeder.index - sent_before
+        wait_until(browser, f"window.hopViewer.stats.received >= {before + sent_during}", timeout=10)
+        (client,) = sink.client_stats()
+        assert sent_during > 120 and client["dropped"] == 0, client
+        assert browser.evaluate("window.hopViewer.stats.lost") == 0
+
+        # Load the VRM while the stream runs; nothing is lost then either.
+        set_file(browser, "#vrm-file", avatar)
+        wait_until(browser, "window.hopViewer.avatar !== null && window.hopViewer.avatar !== undefined")
+        wait_until(browser, "document.getElementById('reply').textContent.startsWith('loaded')")
+        opened, closed = [], []
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            value = browser.evaluate("window.hopViewer.avatar.expressionManager.getValue('aa')")
+            morph = browser.evaluate("window.hopViewer.avatar.scene.getObjectByName('mouth')"
+                                     "?.morphTargetInfluences?.[0] ?? window.hopViewer.avatar.scene"
+                                     ".getObjectByProperty('type', 'Mesh').morphTargetInfluences[0]")
+            (opened if value > 0.3 else closed).append((value, morph))
+            time.sleep(0.07)
+        assert opened and closed, (opened, closed)
+        assert max(v for v, _ in closed) < 0.05 or min(v for v, _ in closed) < 0.05
+        # The mesh's own morph target (the mouth) moves with the expression.
+        assert max(m for _, m in opened) > 0.3 and min(m for _, m in closed) < 0.05
+        browser.screenshot().save(keep / "viewer-vrm.png")
+        (client,) = sink.client_stats()
+        assert client["dropped"] == 0 and browser.evaluate("window.hopViewer.stats.lost") == 0
+        assert not [line for line in browser.console if "exceptionDetails" in line], browser.console
+    finally:
+        if feeder is not None:
+            feeder.close()
+        browser.close()
+        sink.close()
+
+
+def test_bridges_viewer_says_disconnected_and_stops_latency_when_the_stream_ends(tmp_path):
+    sink = WebSocketSink(WebSocketOptions(port=0))
+    browser = Browser(tmp_path / "profile")
+    feeder = Feeder(sink, swinging_arms_pose)
+    try:
+        browser.call("Page.navigate", session=True, url=sink.viewer_url)
+        wait_until(browser, "window.hopViewer && window.hopViewer.stats.received > 10")
+        wait_until(browser, "window.hopViewer.stats.latencyMs !== null")
+        assert browser.evaluate("document.getElementById('status').textContent") == "connected"
+        # The engine stops sending but the server stays: no frames, no latency, said so.
+        feeder.close()
+        wait_until(browser, "document.getElementById('status').textContent === 'connected, no frames'", timeout=5)
+        assert browser.evaluate("window.hopViewer.stats.latencyMs") is None
+        assert browser.evaluate("document.getElementById('latency').textContent") == "\u2013"
+        # The stream ends (hop-live exits): disconnected, and the latency figure stays stopped.
+        sink.close()
+        wait_until(browser, "document.getElementById('status').textContent.startsWith('disconnected')", timeout=10)
+        for _ in range(3):
+            time.sleep(0.5)
+            assert browser.evaluate("window.hopViewer.stats.latencyMs") is None
+            assert browser.evaluate("document.getElementById('latency').textContent") == "\u2013"
+            assert browser.evaluate("document.getElementById('status').textContent").startswith("disconnected")
+    finally:
+        feeder.close()
         browser.close()
         sink.close()

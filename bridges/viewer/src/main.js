@@ -1,7 +1,14 @@
 // hop-live browser viewer: draws the live pose stream as a skeleton, or drives a
-// VRM avatar the user loads. Frames arrive as JSON (see bridges/README.md), wait
-// in a small jitter buffer and are played a couple of frames behind, interpolated
-// by capture time, so network jitter does not show as stutter.
+// VRM avatar the user loads (its body, and its mouth and blinks when the stream
+// carries expressions). Frames arrive as JSON (see bridges/README.md), wait in a
+// small jitter buffer and are played a couple of frames behind, interpolated by
+// capture time, so network jitter does not show as stutter.
+//
+// The WebSocket lives in a worker: while the page's own thread is busy (parsing a
+// VRM, compiling its shaders) the worker keeps reading and stamping frames, so the
+// server never sees a stalled client and drops nothing; the page takes the backlog
+// when it is free. When the stream ends the status says "disconnected" and the
+// latency figure stops (it shows "–" until frames flow again).
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
@@ -11,6 +18,8 @@ const params = new URLSearchParams(location.search);
 const BUFFER_FRAMES = clampNumber(params.get('buffer'), 2, 0, 30); // playback delay, in frame intervals
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 5000;
+const STALE_S = 1.0; // no frame for this long: the stream has stopped, latency is not shown
+const MOUTH = ['aa', 'ih', 'ou', 'ee', 'oh'];
 
 const $ = (id) => document.getElementById(id);
 
@@ -192,6 +201,9 @@ async function loadVrm(file) {
     if (!vrm) throw new Error(`${file.name} is a glTF file without the VRM extension; load a .vrm avatar`);
     VRMUtils.removeUnnecessaryVertices(gltf.scene);
     VRMUtils.rotateVRM0(vrm);
+    // Compile its shaders without blocking the page (KHR_parallel_shader_compile where the
+    // browser has it) before it is first drawn.
+    await renderer.compileAsync(vrm.scene, camera, scene);
     if (avatar) {
       scene.remove(avatar.scene);
       VRMUtils.deepDispose(avatar.scene);
@@ -237,16 +249,16 @@ window.addEventListener('drop', (event) => {
 });
 
 // ---------------------------------------------------------------------------
-// Connection with automatic reconnect.
+// Connection with automatic reconnect, read by a worker.
 
 const stats = {
-  connected: false, received: 0, lost: 0, rendered: 0, reconnects: 0,
-  streamFps: 0, renderFps: 0, latencyMs: null, lastIndex: null, speaking: false, lastReply: null,
+  connected: false, received: 0, lost: 0, rendered: 0, reconnects: 0, streamFps: 0, renderFps: 0,
+  latencyMs: null, lastIndex: null, speaking: false, mouth: null, lastReply: null, lastArrival: null,
+  transport: null,
 };
-window.hopViewer = { stats }; // read by the tests and handy in the console
+window.hopViewer = { stats, get avatar() { return avatar; } }; // read by the tests and handy in the console
 
 let buffer = new JitterBuffer(BUFFER_FRAMES);
-let socket = null;
 let reconnectDelay = RECONNECT_MIN_MS;
 
 function socketUrl() {
@@ -256,34 +268,98 @@ function socketUrl() {
   return `${scheme}://${location.host}/ws?${query}`;
 }
 
-function connect() {
-  socket = new WebSocket(socketUrl());
-  socket.addEventListener('open', () => {
+// The worker: one WebSocket at a time; every message parsed and stamped with its arrival
+// (Unix seconds from the worker's clock) the moment it comes in.
+const SOCKET_WORKER = `
+let socket = null;
+const clock = () => (performance.timeOrigin + performance.now()) / 1000;
+onmessage = (event) => {
+  const order = event.data;
+  if (order.type === 'connect') {
+    socket = new WebSocket(order.url);
+    socket.onopen = () => postMessage({ type: 'open' });
+    socket.onclose = (e) => { socket = null; postMessage({ type: 'close', reason: e.reason }); };
+    socket.onmessage = (e) => {
+      const arrival = clock();
+      let message = null;
+      try { message = JSON.parse(e.data); } catch (error) { return; }
+      postMessage({ type: 'message', message, arrival });
+    };
+  } else if (order.type === 'send' && socket && socket.readyState === 1) {
+    socket.send(order.data);
+  }
+};
+`;
+
+// Either the worker or, where workers cannot run, a WebSocket on this thread; both call the
+// same handlers with arrival times on this page's performance.now() clock, in seconds.
+function openTransport(handlers) {
+  const toPageClock = (unixSeconds) => unixSeconds - performance.timeOrigin / 1000;
+  try {
+    const worker = new Worker(URL.createObjectURL(new Blob([SOCKET_WORKER], { type: 'text/javascript' })));
+    worker.onmessage = ({ data }) => {
+      if (data.type === 'open') handlers.open();
+      else if (data.type === 'close') handlers.close(data.reason);
+      else handlers.message(data.message, toPageClock(data.arrival));
+    };
+    stats.transport = 'worker';
+    return {
+      connect: (url) => worker.postMessage({ type: 'connect', url }),
+      send: (text) => worker.postMessage({ type: 'send', data: text }),
+    };
+  } catch (error) {
+    let socket = null;
+    stats.transport = 'page';
+    return {
+      connect(url) {
+        socket = new WebSocket(url);
+        socket.addEventListener('open', handlers.open);
+        socket.addEventListener('close', (event) => handlers.close(event.reason));
+        socket.addEventListener('message', (event) => handlers.message(JSON.parse(event.data), performance.now() / 1000));
+      },
+      send(text) {
+        if (socket && socket.readyState === WebSocket.OPEN) socket.send(text);
+      },
+    };
+  }
+}
+
+const transport = openTransport({
+  open() {
     stats.connected = true;
     reconnectDelay = RECONNECT_MIN_MS;
     setStatus('connected', 'connected');
-  });
-  socket.addEventListener('message', (event) => onMessage(JSON.parse(event.data)));
-  socket.addEventListener('close', (event) => {
+  },
+  close(reason) {
     stats.connected = false;
-    const why = event.reason ? ` (${event.reason})` : '';
+    // The stream has ended: nothing more to play, and no latency to show.
+    buffer = new JitterBuffer(BUFFER_FRAMES);
+    stats.latencyMs = null;
+    stats.lastArrival = null;
+    const why = reason ? ` (${reason})` : '';
     setStatus('disconnected', `disconnected${why}, retrying in ${(reconnectDelay / 1000).toFixed(1)} s`);
+    showFigures(performance.now() / 1000);
     stats.reconnects += 1;
     setTimeout(connect, reconnectDelay);
     reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_MS);
-  });
+  },
+  message: onMessage,
+});
+
+function connect() {
+  transport.connect(socketUrl());
 }
 
-function onMessage(message) {
+function onMessage(message, arrival) {
   if (message.type === 'hello') {
     buildSkeleton(message.skeleton);
     buffer = new JitterBuffer(BUFFER_FRAMES);
     stats.lastIndex = null;
   } else if (message.type === 'pose') {
-    const arrival = performance.now() / 1000;
     if (stats.lastIndex !== null && message.index > stats.lastIndex + 1) stats.lost += message.index - stats.lastIndex - 1;
     stats.lastIndex = message.index;
     stats.received += 1;
+    stats.lastArrival = arrival;
     receivedTimes.push(arrival);
     buffer.push(message, arrival);
   } else {
@@ -293,7 +369,7 @@ function onMessage(message) {
 }
 
 function sendControl(fields) {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: 'control', ...fields }));
+  if (stats.connected) transport.send(JSON.stringify({ type: 'control', ...fields }));
 }
 $('mute').addEventListener('change', (event) => sendControl({ mute: event.target.checked }));
 $('intensity').addEventListener('change', (event) => sendControl({ intensity: Number(event.target.value) }));
@@ -316,21 +392,43 @@ function ratePerSecond(times, now) {
   return times.length;
 }
 
+function blendExpressions(a, b, alpha) {
+  if (!a && !b) return null;
+  const out = {};
+  for (const name of new Set([...Object.keys(a ?? {}), ...Object.keys(b ?? {})])) {
+    const from = a?.[name] ?? 0;
+    out[name] = from + ((b?.[name] ?? 0) - from) * alpha;
+  }
+  return out;
+}
+
 function render() {
   requestAnimationFrame(render);
   const now = performance.now() / 1000;
-  const shown = buffer.sample(now);
+  const stale = stats.lastArrival === null || now - stats.lastArrival > STALE_S;
+  const shown = stale ? null : buffer.sample(now);
   if (shown) {
     const { a, b, alpha } = shown;
     if (skeletonFigure.group.visible && skeletonFigure.joints.length === a.joints.length) {
       poseSkeleton(lerpJoints(a.joints, b.joints, alpha));
     }
-    if (avatar) avatar.humanoid.setNormalizedPose(blendPose(a.pose, b.pose, alpha, avatar.meta?.metaVersion === '0'));
+    const expressions = blendExpressions(a.expressions, b.expressions, alpha);
+    if (avatar) {
+      avatar.humanoid.setNormalizedPose(blendPose(a.pose, b.pose, alpha, avatar.meta?.metaVersion === '0'));
+      if (expressions && avatar.expressionManager) {
+        for (const [name, value] of Object.entries(expressions)) {
+          if (avatar.expressionManager.getExpression(name)) avatar.expressionManager.setValue(name, value);
+        }
+      }
+    }
+    stats.mouth = expressions ? Math.max(...MOUTH.map((name) => expressions[name] ?? 0)) : null;
     // Capture-to-display latency on this machine's wall clock (exact when the
     // engine runs on the same machine, offset by the clock difference otherwise).
     const displayedCapture = a.captureUnix + (b.captureUnix - a.captureUnix) * alpha;
     stats.latencyMs = Date.now() - displayedCapture * 1000;
     stats.speaking = b.speaking;
+  } else if (stale) {
+    stats.latencyMs = null; // the stream has stopped: an age that only grows is no latency
   }
   if (avatar) avatar.update(now - lastRender);
   lastRender = now;
@@ -353,6 +451,11 @@ function showFigures(now) {
   $('buffer').textContent = `${buffer.depth} frames, ${BUFFER_FRAMES} behind, ${buffer.underruns} underruns`;
   $('lost').textContent = `${stats.lost} frames`;
   $('speaking').textContent = stats.speaking ? 'yes' : 'no';
+  $('mouth').textContent = stats.mouth === null ? '–' : stats.mouth.toFixed(2);
+  if (stats.connected) {
+    const flowing = stats.lastArrival !== null && now - stats.lastArrival <= STALE_S;
+    setStatus(flowing ? 'connected' : 'waiting', flowing ? 'connected' : 'connected, no frames');
+  }
 }
 
 function clampNumber(text, fallback, min, max) {
