@@ -154,6 +154,10 @@ def load_avatar(path: str | Path) -> Avatar:
     import pygltflib  # imported here: only --avatar needs it
 
     path = Path(path)
+    if str(path) in ("", "."):
+        raise AvatarError("avatar file '': an empty path; pass a .vrm or .glb file")
+    if path.is_dir():
+        raise AvatarError(f"avatar file {str(path)!r} is a directory; pass a .vrm or .glb file")
     if not path.is_file():
         raise AvatarError(f"avatar file {str(path)!r} not found; pass a .vrm or .glb file")
     try:

@@ -322,7 +322,8 @@ def test_bridges_avatar_files_that_cannot_be_used_say_why_in_one_line(tmp_path):
     import pygltflib
     pygltflib.GLTF2(scene=0, scenes=[pygltflib.Scene(nodes=[0])], nodes=[pygltflib.Node(name="Cube")]).save_binary(
         str(no_humanoid))
-    cases = [(tmp_path / "missing.vrm", "not found"), (not_gltf, "not a readable glTF"),
+    cases = [(tmp_path / "missing.vrm", "not found"), (tmp_path, "is a directory"), ("", "empty path"),
+             (not_gltf, "not a readable glTF"),
              (truncated, "not a readable glTF"), (no_humanoid, "lacks Hips, Spine, Head")]
     for path, message in cases:
         with pytest.raises(AvatarError, match=message) as caught:
