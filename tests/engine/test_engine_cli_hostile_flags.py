@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from hop.engine import cli
-from hop.engine.audio_file import AudioFileError, check_audio_format, read_wav_info
+from hop.engine.audio_file import AudioFileError, read_wav_info
 
 HOP_LIVE = Path(sys.executable).with_name("hop-live")
 MODEL_LOADED = "(trained on"  # in the note hop-live prints once the model has loaded
@@ -140,6 +140,28 @@ def hostile_cases(f: dict) -> dict[str, list[str]]:
     return cases
 
 
+# What some messages must say (the misleading ones among them).
+SAYS = {
+    "--input dir": "is a directory",
+    "--input missing": "no such file",
+    "--input 1 Hz header": "1 channels at 1 Hz",
+    "--input 4 GHz header": "4000000000 Hz",
+    "--input 65535 channels": "65535 channels",
+    "--checkpoint text": "is not a hop-live checkpoint",
+    "--checkpoint wav": "is not a hop-live checkpoint",
+    "--checkpoint random": "is not a hop-live checkpoint",
+    "--checkpoint dir": "is a directory",
+    "--ws word": "not a port number",
+    "--ws above": "PORT in 0..65535 (0: any free port)",
+    "--osc port 0": "PORT in 1..65535",
+    "--osc-control above": "PORT in 0..65535 (0: any free port)",
+    "--style nan vector": "not finite",
+    "--style speaker huge": "out of range",
+    "--osc unresolvable": "cannot resolve host",
+    "--ws remote": "not a loopback address",
+}
+
+
 def test_the_table_covers_every_flag(files):
     flags = {option for action in cli.build_parser()._actions for option in action.option_strings
              if option.startswith("--")}
@@ -170,9 +192,20 @@ def test_every_hostile_value_is_one_line_and_exit_2_before_the_model_loads(files
             problems.append(f"does not name {flag}")
         if time.monotonic() - started > 5:
             problems.append(f"took {time.monotonic() - started:.1f} s")
+        if name in SAYS and SAYS[name] not in err:
+            problems.append(f"does not say {SAYS[name]!r}")
         if problems:
             bad.append(f"{name}: {', '.join(problems)}: {err.strip()[:300]!r}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_token_comes_from_a_file_or_the_environment(files, monkeypatch):
+    base = ["--input", str(files["wav"]), "--fast", "--ws", "0"]
+    monkeypatch.delenv("HOP_LIVE_WS_TOKEN", raising=False)
+    options = cli.options_from_args(cli.build_parser().parse_args(base + ["--ws-token-file", str(files["token_ok"])]))
+    assert options.ws_token == files["token_ok"].read_text().strip()
+    monkeypatch.setenv("HOP_LIVE_WS_TOKEN", "from-the-environment-0123")
+    assert cli.options_from_args(cli.build_parser().parse_args(base)).ws_token == "from-the-environment-0123"
 
 
 def test_a_secret_is_never_echoed(files, capsys):
@@ -211,6 +244,8 @@ def test_a_busy_port_is_named_before_the_model_loads(files, capsys):
 
 
 def test_absurd_wav_headers_are_refused_at_the_door(files):
+    from hop.engine.audio_file import check_audio_format
+
     for name, message in (("wav_1hz", "1 Hz"), ("wav_4ghz", "4000000000 Hz"), ("wav_65535ch", "65535 channels")):
         with pytest.raises(AudioFileError, match=message):
             read_wav_info(files[name])

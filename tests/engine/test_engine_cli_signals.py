@@ -29,19 +29,20 @@ from hop.engine.session import DEMO_SPEECH
 from test_engine_cli_faults import check_bvh, hop_live_cmd, independent_bvh_frames
 
 SR = 16_000
+TOKEN = "tok-never-printed-0123456789"
 START_TIMEOUT_S = 150  # a loaded 2-core machine: interpreter, torch, model and (for two runs) whisper
 
 
 class Run:
     """A hop-live in its own session (process group), its stderr read as it comes."""
 
-    def __init__(self, name: str, args: list[str], folder: Path):
+    def __init__(self, name: str, args: list[str], folder: Path, env: dict | None = None):
         self.name = name
         self.stats = folder / f"{name}.json"
         self.bvh = folder / f"{name}.bvh"
         command = hop_live_cmd() + args + ["--bvh", str(self.bvh), "--stats-json", str(self.stats)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
+                                        start_new_session=True, env={**os.environ, **(env or {})})
         self.err_lines: list[str] = []
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
@@ -122,8 +123,10 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("signals")
     demo = ["--input", str(DEMO_SPEECH)]
     started = {
-        # nobody listens on UDP port 9 (discard): the OSC target refuses every datagram
-        "once": Run("once", demo + ["--no-asr", "--osc", "127.0.0.1:9"], folder),
+        # nobody listens on UDP port 9 (discard): the OSC target refuses every datagram; the
+        # WebSocket token comes from the environment and is never printed
+        "once": Run("once", demo + ["--no-asr", "--osc", "127.0.0.1:9", "--ws", "0"], folder,
+                    env={"HOP_LIVE_WS_TOKEN": TOKEN}),
         "twice": Run("twice", demo + ["--loop"], folder),  # with the ASR worker: it shares the process group
         "killed": Run("killed", demo + ["--loop"], folder),
     }
@@ -140,6 +143,7 @@ def test_one_sigint_to_the_process_group_stops_cleanly_and_drains_captured_audio
     assert code == 0, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert "SIGINT, stopping" in err
+    assert "viewer at http://127.0.0.1:" in err and TOKEN not in err and TOKEN not in out, "the token was printed"
     summary = json.loads(out)
     frames = check_bvh(run.bvh)
     assert independent_bvh_frames(run.bvh) == frames

@@ -14,7 +14,7 @@ from hop.bridges.ws import WebSocketOptions, WebSocketSink
 from hop.engine.pipeline import FramePipeline
 from hop.engine.ring import SampleRing
 from hop.engine.runtime import Engine
-from hop.engine.session import apply_control, parse_style
+from hop.engine.session import apply_control
 from hop.model import Hop, HopConfig, HopStream
 from hop.profiles import MotionOptions
 
@@ -63,6 +63,8 @@ def test_a_style_control_is_accepted_only_when_the_engine_can_apply_it(engine, s
 
 
 def test_the_grammar_is_one_for_flags_and_controls():
+    from hop.engine.session import parse_style
+
     cfg = HopConfig()
     assert parse_style("speaker:3", cfg.style_dim, cfg.n_speakers).speaker == 3
     for bad in ("nan," * 15 + "nan", "inf," * 15 + "1", "1e39," * 15 + "0", "speaker:-1", "sample:x", ""):
