@@ -39,8 +39,7 @@ def save_checkpoint(path: str | os.PathLike, model: Hop, inference_only: bool = 
     baked = inference_only or (model.cfg.use_reprogramming and model.reprogram.baked)
     if baked and model.cfg.use_reprogramming and not model.reprogram.baked:
         with torch.no_grad():
-            prototypes = model.reprogram.compress(
-                model.lm.word_embeddings.t().to(model.reprogram.compress.weight.dtype)).t()
+            prototypes = model.reprogram.prototypes_of(model.lm.word_embeddings)
         state = {k: v for k, v in state.items() if not k.startswith("reprogram.compress.")}
         state["reprogram.prototypes"] = prototypes.contiguous()
     payload = {
@@ -104,7 +103,8 @@ def load_checkpoint(path: str | os.PathLike, lm: FrozenLM | None = None, skeleto
         raise CheckpointError(
             f"checkpoint {str(path)!r} was trained with language model {stored_lm['spec']!r} "
             f"(fingerprint {stored_lm['fingerprint']}), but {model.lm.info.spec!r} has fingerprint "
-            f"{model.lm.info.fingerprint}; point --lm at the model it was trained with")
+            f"{model.lm.info.fingerprint}; install the language model it was trained with (the checkpoint's "
+            f"config names it as lm = {stored_lm['spec']!r}) or retrain it with hop-train")
     if payload.get("inference_only") and cfg.use_reprogramming:
         model.reprogram.bake(None)
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)

@@ -49,7 +49,7 @@ class ExplicitStep(nn.Module):
         self.lm_cols = list(lm_cols)
         if model.cfg.use_reprogramming:
             with torch.no_grad():  # warm the prototype cache: traced graphs take it as constants
-                model.reprogram._prototype_kv(model.lm.word_embeddings)
+                model.reprogram.prototype_kv(model.lm.word_embeddings)
 
     def forward(self, mel: torch.Tensor, tokens: torch.Tensor, style: torch.Tensor, *flat_state: torch.Tensor):
         poses, state = self.model.step(mel, tokens, style, unflatten_state(flat_state), lm_cols=self.lm_cols)

@@ -23,6 +23,7 @@ where it is known.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -121,8 +122,12 @@ class Reprogramming(nn.Module):
     """Cross-attention from per-frame Mel queries to V' prototypes of the LM vocabulary.
 
     The prototypes (a learned linear compression of the V-word embedding table)
-    and their key/value projections do not depend on the input: at inference
-    they are computed once per set of weights and cached.
+    and their key/value projections do not depend on the input. In eval mode they
+    are computed on first use and kept until something can have changed them:
+    ``train()``/``eval()``, loading weights, moving or casting the module,
+    ``bake()``, or a different word-embedding table (the frozen LM's table changes
+    only by being replaced, e.g. cast to bf16). In training mode they are never
+    kept. Whoever edits the weights in place in eval mode calls ``invalidate()``.
     """
 
     def __init__(self, query_dim: int, lm_width: int, vocab_size: int, n_prototypes: int, heads: int, head_dim: int):
@@ -134,11 +139,18 @@ class Reprogramming(nn.Module):
         self.value = nn.Linear(lm_width, heads * head_dim)
         self.out = nn.Linear(heads * head_dim, lm_width)
         nn.init.normal_(self.compress.weight, std=1.0 / math.sqrt(vocab_size))
-        self._cache: tuple | None = None
+        self._kv: tuple | None = None  # (keys, values, weakref to the word-embedding table or None)
 
     @property
     def baked(self) -> bool:
         return self.compress is None
+
+    def prototypes_of(self, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """(V', width): the prototypes, compressed from the (V, width) word-embedding table
+        (the one place they are computed), or the baked ones."""
+        if self.baked:
+            return self.prototypes
+        return self.compress(word_embeddings.t().to(self.compress.weight.dtype)).t()
 
     def bake(self, word_embeddings: torch.Tensor | None) -> None:
         """Replace the V x V' compression by the V' prototypes it produces (inference only).
@@ -153,44 +165,51 @@ class Reprogramming(nn.Module):
             if word_embeddings is None:
                 prototypes = torch.zeros(self.compress.out_features, self.key.in_features)
             else:
-                prototypes = self.compress(word_embeddings.t().to(self.compress.weight.dtype)).t()
+                prototypes = self.prototypes_of(word_embeddings)
         self.compress = None
         self.register_buffer("prototypes", prototypes.contiguous())
-        self._cache = None
+        self.invalidate()
 
-    def _prototype_kv(self, word_embeddings: torch.Tensor):
-        if self.baked:
-            params = (self.prototypes, self.key.weight, self.key.bias, self.value.weight, self.value.bias)
-        else:
-            params = (self.compress.weight, self.compress.bias, self.key.weight, self.key.bias,
-                      self.value.weight, self.value.bias, word_embeddings)
+    # -- the prototype key/value cache ---------------------------------------------------
+
+    def invalidate(self) -> None:
+        """Forget the cached prototype keys/values (they are recomputed on next use)."""
+        self._kv = None
+
+    def train(self, mode: bool = True):
+        self.invalidate()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self.invalidate()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.invalidate()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def prototype_kv(self, word_embeddings: torch.Tensor):
+        """Keys and values of the prototypes, each (heads, V', head_dim)."""
         if torch.compiler.is_compiling():
-            # Tracers cannot read data pointers; a cache warmed before tracing (see
-            # export.ExplicitStep) enters the graph as constants.
-            if self._cache is not None:
-                return self._cache[1], self._cache[2]
-            return self._project_prototypes(word_embeddings)
-        use_cache = not torch.is_grad_enabled() or not any(p.requires_grad for p in params)
-        stamp = tuple((p.data_ptr(), p._version) for p in params)
-        if use_cache and self._cache is not None and self._cache[0] == stamp:
-            return self._cache[1], self._cache[2]
+            # A cache warmed before tracing (see export.ExplicitStep) enters the graph as constants.
+            return self._kv[:2] if self._kv is not None else self._project_prototypes(word_embeddings)
+        if self.training or (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
+            return self._project_prototypes(word_embeddings)  # gradients must reach the weights
+        if self._kv is not None and (self.baked or self._kv[2]() is word_embeddings):
+            return self._kv[:2]
         k, v = self._project_prototypes(word_embeddings)
-        if use_cache:
-            self._cache = (stamp, k, v)
+        self._kv = (k, v, None if self.baked else weakref.ref(word_embeddings))
         return k, v
 
     def _project_prototypes(self, word_embeddings: torch.Tensor):
-        if self.baked:
-            prototypes = self.prototypes
-        else:
-            prototypes = self.compress(word_embeddings.t().to(self.compress.weight.dtype)).t()  # (V', width)
+        prototypes = self.prototypes_of(word_embeddings)  # (V', width)
         k = self.key(prototypes).view(-1, self.heads, self.head_dim).transpose(0, 1)  # (heads, V', d)
         v = self.value(prototypes).view(-1, self.heads, self.head_dim).transpose(0, 1)
         return k, v
 
     def forward(self, mel: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         b, t, _ = mel.shape
-        k, v = self._prototype_kv(word_embeddings)
+        k, v = self.prototype_kv(word_embeddings)
         q = self.query(mel).view(b, t, self.heads, self.head_dim).transpose(1, 2)
         # Plain softmax attention, not F.scaled_dot_product_attention: for the one query
         # row of a streaming step the fused CPU kernel costs about 0.4 ms, this a tenth.
