@@ -391,3 +391,41 @@ def test_bridges_hop_live_avatar_flag(tmp_path):
     for (code, stderr), message in zip(refused, ("not a readable glTF", "not found", "applies to --vmc")):
         assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
         assert stderr.startswith("hop-live: --avatar")
+
+
+@pytest.mark.slow
+def test_bridges_hop_live_vmc_with_avatar_end_to_end(receiver, tmp_path):
+    """hop-live itself (--input --fast --vmc --avatar, the built-in checkpoint, lip sync from the voice)
+    into the receiver process: 3 s of speech then 2 s of silence, onto a 0.8-scale VRM 1.0."""
+    import json
+
+    from scipy.io import wavfile
+
+    rate, speech = wavfile.read(REPO / "engine" / "assets" / "demo_speech.wav")
+    audio = np.concatenate([speech[rate:4 * rate], np.zeros(2 * rate, dtype=speech.dtype)])
+    wav = tmp_path / "talk_then_silence.wav"
+    wavfile.write(wav, rate, audio)
+    avatar = tmp_path / "small.vrm"
+    expected = make_avatar(avatar, version=1, scale=0.8)
+    run = subprocess.run([sys.executable, "-m", "hop.engine.cli", "--input", str(wav), "--fast", "--no-asr",
+                          "--vmc", f"127.0.0.1:{receiver.port}", "--avatar", str(avatar)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    emitted = summary["frames_emitted"]
+    frames = frames_of(receiver.collect(emitted, timeout=10))
+    assert len(frames) == emitted > 100
+    times, mouth = [], []
+    for frame in frames:
+        positions = {m["args"][0]: np.array(m["args"][1:4]) for m in frame if m["address"] == "/VMC/Ext/Bone/Pos"}
+        assert set(positions) == set(expected)
+        for name, position in positions.items():
+            np.testing.assert_allclose(position, expected[name], atol=2e-7, err_msg=name)
+        blend = {m["args"][0]: m["args"][1] for m in frame if m["address"] == "/VMC/Ext/Blend/Val"}
+        mouth.append(max(blend.get(name, 0.0) for name in MOUTH))
+        times.append(frame[-1]["args"][0])
+    period = np.diff(times)
+    assert np.allclose(period, period[0], atol=1e-5) and abs(period[0] - 5.0 / emitted) < 0.01 * 5.0 / emitted
+    times, mouth = np.array(times), np.array(mouth)
+    assert mouth[times < 3.0].max() > 0.3  # the mouth opens while the speaker talks
+    assert mouth[times > 3.5].max() < 0.05  # and is closed half a second into the silence
