@@ -3,7 +3,8 @@
 Every backend yields a ``step(mel, tokens, style, state, first_frame)`` callable
 for ``HopStream``. The compiled ones run ``hop.model.export.ExplicitStep``
 variants, one frame per call (static shapes), chosen by the frame number the
-host tracks, so the compiled graphs never branch on tensor data.
+host tracks, so the compiled graphs never branch on tensor data. The model's
+state (a pytree of tensors) crosses into them flattened (torch.utils._pytree).
 
 * ``eager`` (default): plain PyTorch; the CPU path, real time on its own.
 * ``compile``: torch.compile (Inductor) of the explicit step; CPU or CUDA.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from hop.model import Hop
-from hop.model.export import example_inputs, flatten_state, step_variants, unflatten_state
+from hop.model.export import example_inputs, flatten_state, state_spec, step_variants, unflatten_state
 from hop.profiles import LM_WEIGHTS
 
 BACKENDS = ("eager", "compile", "tensorrt")
@@ -92,12 +93,12 @@ def _frame_by_frame(variants):
 
     def step(mel, tokens, style, state, first_frame):
         poses = []
-        flat = flatten_state(state)
+        flat, spec = flatten_state(state), state_spec(state)
         for i in range(mel.shape[1]):
             out = variants[(first_frame + i) % len(variants)](mel[:, i:i + 1], tokens[:, i:i + 1], style, *flat)
             poses.append(out[0])
             flat = tuple(out[1:])
-        return torch.cat(poses, dim=1), unflatten_state(flat)
+        return torch.cat(poses, dim=1), unflatten_state(flat, spec)
 
     return step
 

@@ -8,7 +8,8 @@ Two modes share every part:
 
 * ``causal=True`` (streaming, the default): every part looks only at the past.
   ``Hop.step`` advances any number of pose frames and carries all state in a
-  ``HopState`` of plain tensors, so a step can be traced, compiled or exported.
+  pytree of plain tensors (see "Streaming state" below), so a step can be
+  traced, compiled or exported.
   Running a whole sequence in one call and running it in chunks give the same
   result (see tests/model).
 * ``causal=False`` (the paper's offline mode): the LM attends over the whole
@@ -23,9 +24,9 @@ where it is known.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+import weakref
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -97,21 +98,126 @@ class HopConfig:
         return asdict(self)
 
 
-class HopState(NamedTuple):
-    """Everything a causal step carries from one call to the next, per stream (batch row).
+# ---------------------------------------------------------------------------------------
+# Streaming state
+#
+# Every layer that carries something from one streaming step to the next is a
+# ``Stateful`` module: it makes its own fresh state (``init_state``: a dict of
+# tensors), its streaming step takes that state and returns the new one, and it
+# says which dimension of each tensor is the stream (batch row). The model's
+# state is the nested dict of its layers' states, keyed by module name
+# (``{"graph": {"layers": {"0": {"left": ...}}}, "gru": {"h": ...}, ...}``),
+# built by ``init_states`` walking the module tree: a new stateful layer appears
+# in it, in ``reset_streams`` and in the exported step's inputs by itself.
 
-    All streams of a batch share one frame clock (``frame``); a stream that is
-    reset keeps the clock and forgets everything before its ``start`` frame.
+HopState = dict[str, Any]  # the model's state: nested dicts of tensors, one entry per stateful layer
+
+
+class Stateful:
+    """Mixin for a module that carries state between streaming steps.
+
+    ``init_state(batch, device)`` returns the module's own fresh state, a dict of
+    tensors. ``state_batch_dims`` names the entries whose stream (batch)
+    dimension is not 0; ``None`` marks a tensor shared by every stream, which a
+    per-stream reset leaves as it is.
     """
-    frame: torch.Tensor  # (B,) long: the batch clock, frames produced so far (equal in every row)
-    start: torch.Tensor  # (B,) long: first frame of this stream's current session
-    lm_k: torch.Tensor  # (B, 2, layers, heads, lm_window, head_dim): keys of the last lm_window LM tokens
-    lm_v: torch.Tensor  # same shape: values
-    lm_out: torch.Tensor  # (B, semantic_dim): semantic features of the latest LM token
-    conv: tuple[torch.Tensor, ...]  # per graph layer (B, (kernel-1)*dilation, nodes, C): left context
-    gru: torch.Tensor  # (gru_layers, B, gru_hidden)
-    prev_pose: torch.Tensor  # (B, pose_dim): the last pose produced (or seeded)
-    prev_known: torch.Tensor  # (B,) float: 1 once prev_pose holds a real pose
+
+    state_batch_dims: dict[str, int | None] = {}
+
+    def init_state(self, batch: int, device=None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def init_states(module: nn.Module, batch: int, device=None) -> HopState:
+    """The state pytree of ``module``: its own entries if it is ``Stateful``, and under
+    the name of every child that has state, the child's."""
+    state = dict(module.init_state(batch, device)) if isinstance(module, Stateful) else {}
+    for name, child in module.named_children():
+        sub = init_states(child, batch, device)
+        if sub:
+            if name in state:
+                raise ValueError(f"{type(module).__name__}: state entry {name!r} is also a child module's name")
+            state[name] = sub
+    return state
+
+
+def stream_dims(module: nn.Module) -> dict:
+    """The stream dimension of the state tensors whose stream dimension is not 0, as a
+    partial tree shaped like ``init_states(module, ...)`` (for ``reset_streams``)."""
+    dims = dict(module.state_batch_dims) if isinstance(module, Stateful) else {}
+    for name, child in module.named_children():
+        sub = stream_dims(child)
+        if sub:
+            dims[name] = sub
+    return dims
+
+
+def reset_streams(state: HopState, fresh: HopState, streams: torch.Tensor, batch_dims: dict | None = None) -> HopState:
+    """``state`` with the rows selected by the bool mask ``streams`` (B,) taken from ``fresh``.
+
+    Works on any state pytree; rows not selected pass through bit-identically.
+    ``batch_dims`` (from ``stream_dims``) gives the stream dimension where it
+    is not 0; tensors it marks ``None`` are shared by all streams and kept.
+    """
+    def pick(old, new, dims):
+        if isinstance(old, dict):
+            dims = dims if isinstance(dims, dict) else {}
+            return {k: pick(v, new[k], dims.get(k, 0)) for k, v in old.items()}
+        if dims is None:
+            return old
+        shape = [1] * old.dim()
+        shape[dims] = -1
+        return torch.where(streams.view(shape), new, old)
+
+    return pick(state, fresh, batch_dims or {})
+
+
+def _ordered_like(template: HopState, new: HopState, path: str = "state") -> HopState:
+    """``new`` with the keys in ``template``'s order (the pytree spec of a step's output must
+    equal its input's); a layer whose new state is missing or extra is an error."""
+    if not isinstance(template, dict):
+        return new
+    if not isinstance(new, dict) or set(new) != set(template):
+        have = set(new) if isinstance(new, dict) else type(new).__name__
+        raise RuntimeError(f"a streaming step returned {path} with entries {have}, expected {set(template)}")
+    ordered = {}
+    for k in list(template.keys()):  # a plain loop: torch.compile traces it, not a comprehension over a dict
+        ordered[k] = _ordered_like(template[k], new[k], f"{path}[{k!r}]")
+    return ordered
+
+
+class StreamClock(Stateful, nn.Module):
+    """The frame clock. ``frame``: frames produced so far, one number shared by all
+    streams of a batch (they advance together). ``age``: per stream, frames since
+    its session began; a reset stream restarts at age 0 while the clock runs on."""
+
+    state_batch_dims = {"frame": None}
+
+    def init_state(self, batch: int, device=None):
+        return {"frame": torch.zeros(1, dtype=torch.long, device=device),
+                "age": torch.zeros(batch, dtype=torch.long, device=device)}
+
+    @staticmethod
+    def start(state) -> torch.Tensor:
+        """(B,) long: the frame at which each stream's session began."""
+        return state["frame"] - state["age"]
+
+    @staticmethod
+    def advance(state, frames: int):
+        return {"frame": state["frame"] + frames, "age": state["age"] + frames}
+
+
+class PoseFeedback(Stateful, nn.Module):
+    """The last pose produced (or seeded) per stream, fed back as the next frame's history.
+    ``pose`` (B, pose_dim); ``known`` (B,) float, 1 once ``pose`` holds a real pose."""
+
+    def __init__(self, pose_dim: int):
+        super().__init__()
+        self.pose_dim = pose_dim
+
+    def init_state(self, batch: int, device=None):
+        return {"pose": torch.zeros(batch, self.pose_dim, device=device),
+                "known": torch.zeros(batch, device=device)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,8 +324,8 @@ class Reprogramming(nn.Module):
         return self.out(attended.transpose(1, 2).reshape(b, t, -1))
 
 
-class LMContext:
-    """Which past frames each frame's LM token may attend to, in streaming mode.
+class LMContext(Stateful, nn.Module):
+    """The frozen LM in streaming mode: which past tokens each token may attend to, and the KV cache.
 
     Counted in LM tokens (one every ``lm_stride`` pose frames). Two phases run
     side by side. Phase p restarts its context every ``W`` tokens, at tokens
@@ -232,11 +338,51 @@ class LMContext:
     Why not one ever-growing causal cache: positions would run past the LM's
     position table and the per-token cost would grow with the session. Why not
     re-running a sliding window: W tokens per step instead of two.
+
+    State: ``k``, ``v`` (B, 2 phases, layers, heads, W, head_dim), the keys and
+    values of the last W tokens per phase in the LM's dtype; ``out`` (B, out_dim),
+    the features of the latest token (frames without a token of their own reuse it).
     """
 
-    def __init__(self, window: int):
+    def __init__(self, window: int, lm: FrozenLM, out_dim: int):
+        super().__init__()
         self.window = window
         self.half = window // 2
+        self.out_dim = out_dim
+        object.__setattr__(self, "_lm", lm)  # the model's LM: referenced here, registered (and moved) there
+
+    def init_state(self, batch: int, device=None):
+        lm = self._lm
+        shape = (batch, 2, lm.info.n_layers, lm.info.n_heads, self.window, lm.head_dim)
+        dtype = lm.word_embeddings.dtype  # the LM may run in bf16 while the rest stays fp32
+        return {"k": torch.zeros(shape, dtype=dtype, device=device),
+                "v": torch.zeros(shape, dtype=dtype, device=device),
+                "out": torch.zeros(batch, self.out_dim, device=device)}
+
+    def step(self, x: torch.Tensor, token_no: torch.Tensor, first_token: torch.Tensor, state, head: nn.Module):
+        """Run n new tokens through the LM against the cache.
+
+        x (B, n, width) LM input embeddings; token_no (B, n) their absolute token
+        numbers; first_token (B,) each stream's first token (older keys are not
+        attended); ``head`` maps LM hidden states to features. Returns features
+        (B, n, out_dim), one per token, and the new state.
+        """
+        b, n, _ = x.shape
+        window = self.window
+        key_no = torch.cat([token_no[:, :1] - window + torch.arange(window, device=x.device), token_no], 1)
+        attend = self.attend(token_no, key_no, first_token).reshape(b * 2, n, window + n)
+        positions = self.positions(token_no).reshape(b * 2, n)
+        x = x.unsqueeze(1).expand(b, 2, n, x.shape[-1]).reshape(b * 2, n, -1)
+        dtype = self._lm.word_embeddings.dtype
+        hidden, keys, values = self._lm(x.to(dtype), positions, attend, state["k"].flatten(0, 1),
+                                        state["v"].flatten(0, 1))
+        hidden = hidden.float().view(b, 2, n, -1)
+        phase = self.read_phase(token_no)
+        hidden = torch.gather(hidden, 1, phase.view(b, 1, n, 1).expand(b, 1, n, hidden.shape[-1])).squeeze(1)
+        features = head(hidden)
+        return features, {"k": keys[..., keys.shape[-2] - window:, :].reshape(state["k"].shape),
+                          "v": values[..., values.shape[-2] - window:, :].reshape(state["v"].shape),
+                          "out": features[:, -1]}
 
     def positions(self, frames: torch.Tensor) -> torch.Tensor:
         """frames: (B, T) absolute frame numbers -> (B, 2, T) position ids per phase."""
@@ -262,26 +408,33 @@ class LMContext:
 # Audio + motion -> rhythm: spatio-temporal graph encoder (GraphWaveNet style)
 
 
-class GraphLayer(nn.Module):
+class GraphLayer(Stateful, nn.Module):
     """Gated dilated causal temporal conv, skip output, diffusion over two graph supports.
 
     Tensors are channels-last, (B, T, N, C): a temporal tap is a time-shifted view
     and every 1x1 convolution a Linear, which is much cheaper than a dilated
     Conv2d for the few frames a streaming step carries.
+
+    State: ``left`` (B, (kernel-1)*dilation, N, C), the latest inputs the next
+    frames' taps reach back to.
     """
 
-    def __init__(self, channels: int, kernel: int, dilation: int, supports: int, order: int = 2):
+    def __init__(self, channels: int, kernel: int, dilation: int, supports: int, nodes: int, order: int = 2):
         super().__init__()
         self.kernel, self.dilation, self.order = kernel, dilation, order
+        self.channels, self.nodes = channels, nodes
         self.context = (kernel - 1) * dilation
         self.filter_gate = nn.Linear(kernel * channels, 2 * channels)
         self.skip = nn.Linear(channels, channels)
         self.mix = nn.Linear(channels * (1 + supports * order), channels)
 
-    def forward(self, x: torch.Tensor, left: torch.Tensor, supports: list[torch.Tensor]):
-        """x: (B, T, N, C); left: (B, context, N, C) earlier inputs -> (x_out, skip, new_left)."""
+    def init_state(self, batch: int, device=None):
+        return {"left": torch.zeros(batch, self.context, self.nodes, self.channels, device=device)}
+
+    def forward(self, x: torch.Tensor, state, supports: list[torch.Tensor]):
+        """x: (B, T, N, C) -> (x_out, skip, new state)."""
         t = x.shape[1]
-        padded = torch.cat([left, x], dim=1)
+        padded = torch.cat([state["left"], x], dim=1)
         taps = [padded[:, self.context - j * self.dilation:self.context - j * self.dilation + t]
                 for j in range(self.kernel - 1, -1, -1)]  # oldest tap first
         filt, gate = self.filter_gate(torch.cat(taps, dim=-1)).chunk(2, dim=-1)
@@ -294,7 +447,7 @@ class GraphLayer(nn.Module):
                 h = a @ h  # node i gathers from the nodes its row of the support weights
                 diffused.append(h)
         out = self.mix(torch.cat(diffused, dim=-1)) + x
-        return out, skip, padded[:, padded.shape[1] - self.context:]
+        return out, skip, {"left": padded[:, padded.shape[1] - self.context:]}
 
 
 class GraphEncoder(nn.Module):
@@ -312,19 +465,17 @@ class GraphEncoder(nn.Module):
         self.audio_to_nodes = nn.Linear(cfg.audio_dim, n * cfg.graph_audio_channels)
         self.audio_channels = cfg.graph_audio_channels
         self.start = nn.Linear(4 + cfg.graph_audio_channels, c)
-        self.layers = nn.ModuleList(GraphLayer(c, cfg.graph_kernel, d, supports=2) for d in cfg.graph_dilations)
+        self.layers = nn.ModuleList(GraphLayer(c, cfg.graph_kernel, d, supports=2, nodes=n)
+                                    for d in cfg.graph_dilations)
         self.end = nn.Sequential(nn.ReLU(), nn.Linear(c, c), nn.ReLU(), nn.Linear(c, cfg.graph_out_channels))
         self.out_dim = n * cfg.graph_out_channels
 
     def adaptive_support(self) -> torch.Tensor:
         return torch.softmax(F.relu(self.node_source @ self.node_target.t()), dim=1)
 
-    def initial_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
-        channels = self.start.out_features
-        return tuple(torch.zeros(batch, layer.context, self.nodes, channels, device=device) for layer in self.layers)
-
-    def forward(self, prev_pose, prev_known, audio, conv_state):
-        """prev_pose (B,T,3N), prev_known (B,T), audio (B,T,audio_dim) -> (B,T,out_dim), new conv state."""
+    def forward(self, prev_pose, prev_known, audio, state):
+        """prev_pose (B,T,3N), prev_known (B,T), audio (B,T,audio_dim), state (``init_states(self)``)
+        -> (B,T,out_dim), new state."""
         b, t, _ = prev_pose.shape
         pose_nodes = prev_pose.view(b, t, self.nodes, 3)
         known = prev_known.view(b, t, 1, 1).expand(b, t, self.nodes, 1)
@@ -332,13 +483,12 @@ class GraphEncoder(nn.Module):
         x = self.start(torch.cat([pose_nodes, known, audio_nodes], dim=-1))  # (B, T, N, C)
         supports = [self.skeleton_support, self.adaptive_support()]
         skip = 0
-        new_state = []
-        for layer, left in zip(self.layers, conv_state):
-            x, s, left = layer(x, left, supports)
+        layers = {}
+        for name, layer in self.layers.named_children():
+            x, s, layers[name] = layer(x, state["layers"][name], supports)
             skip = skip + s
-            new_state.append(left)
         # The last layer's residual output joins the skip sum so that no layer is a dead end.
-        return self.end(skip + x).reshape(b, t, self.out_dim), tuple(new_state)
+        return self.end(skip + x).reshape(b, t, self.out_dim), {"layers": layers}
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,6 +513,17 @@ class StyleEncoder(nn.Module):
 # The generator
 
 
+class StreamingGRU(Stateful, nn.GRU):
+    """nn.GRU (same weights, state_dict and forward) as a stateful layer: its state is the
+    hidden state ``h`` (layers * directions, B, hidden), streams along dimension 1."""
+
+    state_batch_dims = {"h": 1}
+
+    def init_state(self, batch: int, device=None):
+        directions = 2 if self.bidirectional else 1
+        return {"h": torch.zeros(self.num_layers * directions, batch, self.hidden_size, device=device)}
+
+
 class Hop(nn.Module):
     def __init__(self, cfg: HopConfig, lm: FrozenLM | None = None):
         super().__init__()
@@ -383,61 +544,46 @@ class Hop(nn.Module):
             self.reprogram_free = nn.Linear(feat, width)  # ablation: audio enters the LM by a plain projection
         text_width = width if self.lm is not None else 0
         self.lm_input = nn.Linear(width + text_width, width)
-        self.lm_context = LMContext(cfg.lm_window)
         self.semantic = nn.Linear(width, cfg.semantic_dim)
+        # Layers that carry state between streaming steps (besides the graph layers and the GRU).
+        # The state's entries follow the order modules are registered in.
+        self.clock = StreamClock()
+        self.lm_context = LMContext(cfg.lm_window, self.lm, cfg.semantic_dim) if cfg.use_lm else None
+        self.feedback = PoseFeedback(cfg.pose_dim)
         self.graph = GraphEncoder(cfg) if cfg.use_graph else None
         self.style = StyleEncoder(cfg.n_speakers, cfg.style_dim)
         fused_in = cfg.semantic_dim + cfg.audio_dim + cfg.style_dim + (self.graph.out_dim if self.graph else 0)
         self.fuse = nn.Sequential(nn.Linear(fused_in, cfg.fusion_dim), nn.GELU(), nn.Dropout(cfg.dropout))
-        self.gru = nn.GRU(cfg.fusion_dim, cfg.gru_hidden, cfg.gru_layers, batch_first=True,
+        self.gru = StreamingGRU(cfg.fusion_dim, cfg.gru_hidden, cfg.gru_layers, batch_first=True,
                           dropout=cfg.dropout if cfg.gru_layers > 1 else 0.0, bidirectional=not cfg.causal)
         self.head = nn.Linear(cfg.gru_hidden * (1 if cfg.causal else 2), cfg.pose_dim)
 
     # -- state ---------------------------------------------------------------------------
 
     def initial_state(self, batch: int, device=None) -> HopState:
-        cfg = self.cfg
-        device = device or next(self.parameters()).device
-        lm_dtype = torch.float32
-        if self.lm is not None and cfg.use_lm:
-            info = self.lm.info
-            kv_shape = (batch, 2, info.n_layers, info.n_heads, cfg.lm_window, self.lm.head_dim)
-            lm_dtype = self.lm.word_embeddings.dtype
-        else:
-            kv_shape = (batch, 2, 0, 0, cfg.lm_window, 0)
-        conv = self.graph.initial_state(batch, device) if self.graph else ()
-        zeros = torch.zeros(batch, dtype=torch.long, device=device)
-        return HopState(
-            frame=zeros, start=zeros.clone(),
-            lm_k=torch.zeros(kv_shape, dtype=lm_dtype, device=device),
-            lm_v=torch.zeros(kv_shape, dtype=lm_dtype, device=device),
-            lm_out=torch.zeros(batch, cfg.semantic_dim, device=device),
-            conv=conv,
-            gru=torch.zeros(cfg.gru_layers, batch, cfg.gru_hidden, device=device),
-            prev_pose=torch.zeros(batch, cfg.pose_dim, device=device),
-            prev_known=torch.zeros(batch, device=device),
-        )
+        """Fresh state for ``batch`` streams: one entry per stateful layer, keyed by module name."""
+        return init_states(self, batch, device or self.mean_pose.device)
 
     def reset_state(self, state: HopState, streams: torch.Tensor) -> HopState:
         """Restart the streams selected by the bool mask ``streams`` (B,) at the current frame.
 
         The batch clock keeps running; rows not selected pass through bit-identically.
         """
-        fresh = self.initial_state(state.frame.shape[0], state.frame.device)
+        fresh = self.initial_state(streams.shape[0], streams.device)
+        return reset_streams(state, fresh, streams, stream_dims(self))
 
-        def pick(new, old, batch_dim=0):
-            shape = [1] * old.dim()
-            shape[batch_dim] = -1
-            return torch.where(streams.view(shape), new, old)
-
-        return HopState(
-            frame=state.frame, start=pick(state.frame, state.start),
-            lm_k=pick(fresh.lm_k, state.lm_k), lm_v=pick(fresh.lm_v, state.lm_v),
-            lm_out=pick(fresh.lm_out, state.lm_out),
-            conv=tuple(pick(f, s) for f, s in zip(fresh.conv, state.conv)),
-            gru=pick(fresh.gru, state.gru, batch_dim=1), prev_pose=pick(fresh.prev_pose, state.prev_pose),
-            prev_known=pick(fresh.prev_known, state.prev_known),
-        )
+    def with_prev_pose(self, state: HopState, pose: torch.Tensor, known: torch.Tensor | None = None,
+                       streams: torch.Tensor | None = None) -> HopState:
+        """``state`` continuing from ``pose`` (B, pose_dim) or (pose_dim,), normalised, as the last
+        pose; ``known`` (B,) says where it is real (default: everywhere). ``streams``: a bool
+        mask (B,) of the streams to change (default: all)."""
+        current = state["feedback"]
+        seeded = {"pose": pose.to(current["pose"].dtype).expand_as(current["pose"]).contiguous(),
+                  "known": torch.ones_like(current["known"]) if known is None
+                  else known.to(current["known"].dtype).expand_as(current["known"]).contiguous()}
+        if streams is not None:
+            seeded = reset_streams(current, seeded, streams)
+        return {**state, "feedback": seeded}
 
     # -- parts of a step -----------------------------------------------------------------
 
@@ -452,11 +598,6 @@ class Hop(nn.Module):
         text = self.lm.embed_tokens(tokens).float()
         return self.lm_input(torch.cat([reprogrammed, text], dim=-1))
 
-    def _run_lm(self, x, positions, attend, past_k=None, past_v=None):
-        dtype = self.lm.word_embeddings.dtype  # the LM may run in bf16 while the rest stays fp32
-        hidden, keys, values = self.lm(x.to(dtype), positions, attend, past_k, past_v)
-        return hidden.float(), keys, values
-
     def _semantic_offline(self, mel, tokens):
         """Paper mode: one bidirectional LM pass over the whole window."""
         lm_in = self._lm_input(mel, tokens)
@@ -465,14 +606,15 @@ class Hop(nn.Module):
         b, t, _ = lm_in.shape
         positions = torch.arange(t, device=mel.device).expand(b, t)
         attend = torch.ones(b, t, t, dtype=torch.bool, device=mel.device)
-        return self.semantic(self._run_lm(lm_in, positions, attend)[0])
+        dtype = self.lm.word_embeddings.dtype  # the LM may run in bf16 while the rest stays fp32
+        return self.semantic(self.lm(lm_in.to(dtype), positions, attend)[0].float())
 
     def lm_columns(self, first_frame: int, frames: int) -> list[int]:
         """Which of ``frames`` frames starting at ``first_frame`` carry an LM token."""
         return [i for i in range(frames) if (first_frame + i) % self.cfg.lm_stride == 0]
 
-    def _semantic_causal(self, mel, tokens, state: HopState, lm_cols: list[int] | None = None):
-        """Per-frame semantic features from the LM tokens of this chunk; new LM cache and last output.
+    def _semantic_causal(self, mel, tokens, clock, state, lm_cols: list[int] | None = None):
+        """Per-frame semantic features from the LM tokens of this chunk, and the LM context's new state.
 
         ``lm_cols`` (from ``lm_columns``) may be given by a caller that tracks the
         batch clock itself, so that no value is read back from the state tensors
@@ -481,49 +623,42 @@ class Hop(nn.Module):
         cfg = self.cfg
         b, t, _ = mel.shape
         if not cfg.use_lm:
-            semantic = self.semantic(self._lm_input(mel, tokens))
-            return semantic, state.lm_k, state.lm_v, semantic[:, -1]
-        stride, window = cfg.lm_stride, cfg.lm_window
+            return self.semantic(self._lm_input(mel, tokens)), state
+        stride = cfg.lm_stride
         if lm_cols is None:
-            lm_cols = self.lm_columns(int(state.frame[0]), t)  # the batch clock: the same in every row
-        new_k, new_v, outputs = state.lm_k, state.lm_v, state.lm_out.unsqueeze(1)
+            lm_cols = self.lm_columns(int(clock["frame"][0]), t)  # the batch clock: the same in every row
+        outputs = state["out"].unsqueeze(1)
         if lm_cols:
             cols = torch.tensor(lm_cols, device=mel.device)
             lm_in = self._lm_input(mel[:, cols], tokens[:, cols])
-            n = len(lm_cols)
-            token_no = torch.div(state.frame.unsqueeze(1) + cols, stride, rounding_mode="floor")
-            key_no = torch.cat([token_no[:, :1] - window + torch.arange(window, device=mel.device), token_no], 1)
-            first_token = torch.div(state.start + stride - 1, stride, rounding_mode="floor")
-            attend = self.lm_context.attend(token_no, key_no, first_token).reshape(b * 2, n, window + n)
-            positions = self.lm_context.positions(token_no).reshape(b * 2, n)
-            x = lm_in.unsqueeze(1).expand(b, 2, n, lm_in.shape[-1]).reshape(b * 2, n, -1)
-            hidden, keys, values = self._run_lm(x, positions, attend, state.lm_k.flatten(0, 1),
-                                                state.lm_v.flatten(0, 1))
-            hidden = hidden.view(b, 2, n, -1)
-            phase = self.lm_context.read_phase(token_no)
-            hidden = torch.gather(hidden, 1, phase.view(b, 1, n, 1).expand(b, 1, n, hidden.shape[-1])).squeeze(1)
-            new_k = keys[..., keys.shape[-2] - window:, :].reshape(state.lm_k.shape)
-            new_v = values[..., values.shape[-2] - window:, :].reshape(state.lm_v.shape)
-            outputs = torch.cat([outputs, self.semantic(hidden)], dim=1)
+            token_no = torch.div(clock["frame"].unsqueeze(1) + cols, stride, rounding_mode="floor")
+            token_no = token_no.expand(b, len(lm_cols))
+            first_token = torch.div(StreamClock.start(clock) + stride - 1, stride, rounding_mode="floor")
+            features, state = self.lm_context.step(lm_in, token_no, first_token, state, self.semantic)
+            outputs = torch.cat([outputs, features], dim=1)
         # Frame i uses the newest LM output at or before it (index 0 = carried from the last call).
         latest, source = 0, []
         for i in range(t):
             if lm_cols and latest < len(lm_cols) and lm_cols[latest] == i:
                 latest += 1
             source.append(latest)
-        semantic = outputs[:, source]
-        return semantic, new_k, new_v, outputs[:, -1]
+        return outputs[:, source], state
 
-    def _generate(self, semantic, audio, style, prev_pose, prev_known, conv_state, gru_state):
-        """Graph encoder + fusion + GRU + head over T frames whose pose history is known."""
+    def _generate(self, semantic, audio, style, prev_pose, prev_known, state):
+        """Graph encoder + fusion + GRU + head over T frames whose pose history is known.
+
+        ``state`` holds (at least) the graph encoder's and the GRU's entries (the GRU's may be
+        None: zeros); returns poses and their new entries."""
         t = semantic.shape[1]
         parts = [semantic, audio, style.unsqueeze(1).expand(-1, t, -1)]
-        new_conv = conv_state
+        new = {}
         if self.graph is not None:
-            rhythm, new_conv = self.graph(prev_pose, prev_known, audio, conv_state)
+            rhythm, new["graph"] = self.graph(prev_pose, prev_known, audio, state["graph"])
             parts.insert(1, rhythm)
-        hidden, new_gru = self.gru(self.fuse(torch.cat(parts, dim=-1)), gru_state)
-        return self.head(hidden), new_conv, new_gru
+        # nn.GRU's own forward (torch.compile breaks its graph at an RNN: keep that the only break here)
+        hidden, h = self.gru(self.fuse(torch.cat(parts, dim=-1)), None if state["gru"] is None else state["gru"]["h"])
+        new["gru"] = {"h": h}
+        return self.head(hidden), new
 
     # -- public entry points ---------------------------------------------------------------
 
@@ -536,31 +671,39 @@ class Hop(nn.Module):
         frames divisible by ``lm_stride`` are read), style (B, style_dim). With
         ``prev_pose`` (B, T, pose_dim) and ``prev_known`` (B, T) the pose history is
         given (teacher forcing, seeds); without it the model feeds back its own
-        outputs frame by frame. Returns poses (B, T, pose_dim) and the new state.
+        outputs frame by frame. Returns poses (B, T, pose_dim) and the new state
+        (the same pytree structure as ``state``).
         """
         if not self.cfg.causal:
             raise RuntimeError("this model was built in offline paper mode (causal=False) and cannot stream; "
                                "use a causal model or call forward_offline")
-        semantic, lm_k, lm_v, lm_out = self._semantic_causal(mel, tokens, state, lm_cols)
+        t = mel.shape[1]
+        clock = state["clock"]
+        new = {"clock": StreamClock.advance(clock, t)}
+        if self.lm_context is not None:
+            semantic, new["lm_context"] = self._semantic_causal(mel, tokens, clock, state["lm_context"], lm_cols)
+        else:
+            semantic, _ = self._semantic_causal(mel, tokens, clock, None, lm_cols)
         audio = self.audio(mel)
+        feedback = state["feedback"]
         if prev_pose is not None:
             if prev_known is None:
                 prev_known = torch.ones(prev_pose.shape[:2], device=prev_pose.device)
-            poses, conv, gru = self._generate(semantic, audio, style, prev_pose, prev_known, state.conv, state.gru)
-            last_pose, last_known = poses[:, -1], torch.ones_like(state.prev_known)
+            poses, generated = self._generate(semantic, audio, style, prev_pose, prev_known, state)
+            new["feedback"] = {"pose": poses[:, -1], "known": torch.ones_like(feedback["known"])}
         else:
-            conv, gru = state.conv, state.gru
-            last_pose, last_known = state.prev_pose, state.prev_known
+            current, last = state, feedback
             outputs = []
-            for i in range(mel.shape[1]):
-                pose, conv, gru = self._generate(semantic[:, i:i + 1], audio[:, i:i + 1], style,
-                                                 last_pose.unsqueeze(1), last_known.unsqueeze(1), conv, gru)
-                last_pose, last_known = pose[:, 0], torch.ones_like(last_known)
+            for i in range(t):
+                pose, generated = self._generate(semantic[:, i:i + 1], audio[:, i:i + 1], style,
+                                                 last["pose"].unsqueeze(1), last["known"].unsqueeze(1), current)
+                current = {**current, **generated}
+                last = {"pose": pose[:, 0], "known": torch.ones_like(last["known"])}
                 outputs.append(pose)
             poses = torch.cat(outputs, dim=1)
-        new_state = HopState(frame=state.frame + mel.shape[1], start=state.start, lm_k=lm_k, lm_v=lm_v,
-                             lm_out=lm_out, conv=conv, gru=gru, prev_pose=last_pose, prev_known=last_known)
-        return poses, new_state
+            new["feedback"] = last
+        new.update(generated)
+        return poses, _ordered_like(state, new)
 
     def forward_offline(self, mel, tokens, style, prev_pose, prev_known):
         """Whole-window generation (paper mode, or a causal model from a fresh state)."""
@@ -570,8 +713,8 @@ class Hop(nn.Module):
             return poses
         semantic = self._semantic_offline(mel, tokens)
         audio = self.audio(mel)
-        conv = self.graph.initial_state(mel.shape[0], mel.device) if self.graph else ()
-        poses, _, _ = self._generate(semantic, audio, style, prev_pose, prev_known, conv, None)
+        state = {"graph": init_states(self.graph, mel.shape[0], mel.device) if self.graph else None, "gru": None}
+        poses, _ = self._generate(semantic, audio, style, prev_pose, prev_known, state)
         return poses
 
     def parameter_counts(self) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """Everyday streaming: audio in, denormalised pose frames out, state kept inside.
 
 ``HopStream`` owns, per stream of a batch, a streaming log-Mel front end, the
-pending text tokens, and the model's ``HopState``. Streams in one batch advance
-together (the same number of samples per push); each can be reset on its own.
+pending text tokens, and the model's state (a pytree of tensors, see hop.model.hop).
+Streams in one batch advance together (the same number of samples per push); each
+can be reset on its own.
 """
 
 from __future__ import annotations
@@ -82,10 +83,9 @@ class HopStream:
     def seed(self, stream: int, pose: np.ndarray) -> None:
         """Set the pose the stream continues from (direction vectors with the mean included)."""
         pose = torch.as_tensor(np.asarray(pose, dtype=np.float32) - self._mean, device=self.device)
-        prev_pose = self.state.prev_pose.clone()
-        prev_known = self.state.prev_known.clone()
-        prev_pose[stream], prev_known[stream] = pose, 1.0
-        self.state = self.state._replace(prev_pose=prev_pose, prev_known=prev_known)
+        mask = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
+        mask[stream] = True
+        self.state = self.model.with_prev_pose(self.state, pose, streams=mask)
 
     @torch.inference_mode()
     def push_audio(self, audio: np.ndarray) -> np.ndarray:

@@ -73,7 +73,7 @@ def generate_windows(model: Hop, batch: dict, n_seed: int = 4, style: torch.Tens
         s = max(1, min(n_seed, poses.shape[1] - 1))
         state = model.initial_state(b, device)
         head, state = model.step(mel[:, :s], tokens[:, :s], style, state, prev[:, :s], known[:, :s])
-        state = state._replace(prev_pose=poses[:, s - 1], prev_known=torch.ones(b, device=device))
+        state = model.with_prev_pose(state, poses[:, s - 1])
         tail, _ = model.step(mel[:, s:], tokens[:, s:], style, state)
         out = torch.cat([head, tail], dim=1)
     out = out.float().clone()
@@ -94,11 +94,11 @@ def generate_stream(model: Hop, mel: torch.Tensor, tokens: torch.Tensor, first_p
     state = model.initial_state(b, device)
     outputs, begin = [], 0
     if first_pose is not None:
-        state = state._replace(prev_pose=first_pose, prev_known=torch.ones(b, device=device))
+        state = model.with_prev_pose(state, first_pose)
         # frame 0 is given: advance the model's audio/LM context over it with the pose known
         _, state = model.step(mel[:, :1], tokens[:, :1], style, state, first_pose.unsqueeze(1) * 0,
                               torch.zeros(b, 1, device=device))
-        state = state._replace(prev_pose=first_pose, prev_known=torch.ones(b, device=device))
+        state = model.with_prev_pose(state, first_pose)
         outputs.append(first_pose.unsqueeze(1))
         begin = 1
     for k in range(begin, n, chunk):

@@ -550,7 +550,7 @@ class Trainer:
             with torch.no_grad(), self.autocast():
                 b = poses.shape[0]
                 state = self.model.initial_state(b, poses.device)
-                state = state._replace(prev_pose=before, prev_known=has_before)
+                state = self.model.with_prev_pose(state, before, has_before)
                 z, _, _ = self.model.style(batch["speaker"])
                 free, _ = self.model.step(batch["mel"], batch["tokens"], z, state)
             own = torch.cat([before.unsqueeze(1), free[:, :-1].float()], dim=1)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from hop.model import Hop, HopConfig, HopStream, log_mel
 
@@ -84,13 +85,45 @@ def test_teacher_forced_chunks_equal_one_pass(model, audio):
     assert (torch.cat(parts, 1) - full).abs().max() <= 1e-5
 
 
+def _shapes(state):
+    return [tuple(x.shape) for x in torch.utils._pytree.tree_leaves(state)]
+
+
 def test_lm_cost_stays_flat_as_the_session_grows(model):
-    """The LM cache has a fixed size: state after 50 frames and after 500 has the same shapes."""
-    stream = HopStream(model)
-    stream.push_audio(np.zeros(50 * 16000 // FPS, dtype=np.float32))
-    shapes_early = [tuple(x.shape) for x in (stream.state.lm_k, stream.state.lm_v)]
-    stream.push_audio(np.zeros(450 * 16000 // FPS, dtype=np.float32))
-    assert [tuple(x.shape) for x in (stream.state.lm_k, stream.state.lm_v)] == shapes_early
+    """A step costs the same work (counted in FLOPs, not timed) at minute 1 and at minute 60.
+
+    A step's cost can only grow with the session through the state's sizes or through the
+    clock. Sizes: after streaming more than two full LM contexts every state tensor still
+    has its initial shape. Clock: the same warm state moved to minute 1 and to minute 60
+    (every stream's session that long) runs a step with exactly the FLOPs it had at 10 s,
+    in the LM as in the whole step.
+    """
+    rng = torch.Generator().manual_seed(0)
+    cfg = model.cfg
+    style = torch.zeros(1, cfg.style_dim)
+    state = model.initial_state(1)
+    with torch.inference_mode():
+        warm = 4 * cfg.lm_window * cfg.lm_stride + 60  # more than two contexts of each phase
+        mel = torch.randn(1, warm, cfg.mel.feature_dim, generator=rng)
+        tokens = torch.randint(2000, 20000, (1, warm), generator=rng)
+        _, state = model.step(mel, tokens, style, state, torch.randn(1, warm, cfg.pose_dim, generator=rng) * 0.3)
+    assert _shapes(state) == _shapes(model.initial_state(1))
+
+    mel = torch.randn(1, 2, cfg.mel.feature_dim, generator=rng)
+    tokens = torch.randint(2000, 20000, (1, 2), generator=rng)
+
+    def flops_at(frame: int):
+        at = {**state, "clock": {"frame": torch.tensor([frame]), "age": torch.tensor([frame])}}
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            poses, after = model.step(mel, tokens, style, at, lm_cols=model.lm_columns(frame, 2))
+        assert torch.isfinite(poses).all() and _shapes(after) == _shapes(state)
+        counts = {name: sum(per_op.values()) for name, per_op in counter.get_flop_counts().items()}
+        return counts["Global"], counts["FrozenLM"]
+
+    minute = 60 * FPS
+    now, minute_1, minute_60 = flops_at(warm), flops_at(minute), flops_at(60 * minute)
+    assert now[1] > 0  # the LM ran in the step counted
+    assert now == minute_1 == minute_60
 
 
 def test_resetting_or_feeding_one_stream_leaves_others_bit_identical(model, audio):

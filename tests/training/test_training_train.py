@@ -215,8 +215,8 @@ def test_streaming_mode_feeds_back_its_own_poses(corpus, lm, tmp_path):
     assert not torch.allclose(prev[:, 1:], teacher[:, 1:])
     trainer.model.eval()
     with torch.no_grad():
-        state = trainer.model.initial_state(len(prev))._replace(prev_pose=batch["before"],
-                                                                prev_known=batch["has_before"])
+        state = trainer.model.with_prev_pose(trainer.model.initial_state(len(prev)), batch["before"],
+                                             batch["has_before"])
         torch.manual_seed(0)
         z, _, _ = trainer.model.style(batch["speaker"])
         free, _ = trainer.model.step(batch["mel"], batch["tokens"], z, state)
