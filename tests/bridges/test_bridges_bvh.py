@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -353,3 +354,69 @@ def test_bridges_bvh_disk_full_counted_and_file_stays_valid(tmp_path):
     assert bvh.FrameCount == stats["frames"] == stats["sent"] > 10
     lines = path.read_text().split("Frame Time:")[1].strip().splitlines()[1:]
     assert len(lines) == bvh.FrameCount and all(len(line.split()) == NUMBERS_PER_LINE for line in lines)
+
+
+BLENDER = shutil.which("blender")
+BLENDER_SCRIPT = textwrap.dedent("""
+    import builtins, json, sys
+    _open = builtins.open  # Debian's Blender 3.4 on Python 3.11: its BVH importer still opens with "rU"
+    builtins.open = lambda f, mode="r", *a, **k: _open(f, mode.replace("U", ""), *a, **k)
+    import bpy
+    source, frames, target = sys.argv[sys.argv.index("--") + 1:]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_anim.bvh(filepath=source)
+    armature = next(o for o in bpy.context.scene.objects if o.type == "ARMATURE")
+    out = {"parents": {b.name: b.parent.name if b.parent else None for b in armature.data.bones}, "frames": []}
+    for frame in range(1, int(frames) + 1):
+        bpy.context.scene.frame_set(frame)
+        out["frames"].append({b.name: [list(armature.matrix_world @ b.head), list(armature.matrix_world @ b.tail)]
+                              for b in armature.pose.bones})
+    json.dump(out, open(target, "w"))
+""")
+
+
+@pytest.mark.skipif(BLENDER is None, reason="no Blender on this machine (Debian package 'blender')")
+@pytest.mark.parametrize("skeleton", ["ted_gesture", "ted_expressive"])
+def test_bridges_bvh_blender_reads_a_person(tmp_path, skeleton):
+    """Blender's own BVH importer: the bone names and parents, and each posed bone (head to tail, in
+    Blender's Z-up axes) along its source direction wherever Blender's bone ends at the joint it aims at."""
+    source = TED_GESTURE if skeleton == "ted_gesture" else TED_EXPRESSIVE
+    rng = np.random.default_rng(9)
+    if skeleton == "ted_gesture":
+        dir_vecs = poses(8)
+    else:
+        dir_vecs = [v.reshape(-1).astype(np.float32) for v in
+                    (lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True))(rng.normal(size=(8, source.n_bones, 3)))]
+    path = tmp_path / "take.bvh"
+    record(path, dir_vecs, BvhOptions(skeleton=skeleton))
+    script = tmp_path / "read.py"
+    script.write_text(BLENDER_SCRIPT)
+    dump = tmp_path / "blender.json"
+    run = subprocess.run([BLENDER, "--background", "--factory-startup", "--python", str(script), "--", str(path),
+                          str(len(dir_vecs)), str(dump)], capture_output=True, text=True, timeout=180)
+    assert dump.is_file(), run.stdout[-2000:] + run.stderr[-2000:]
+    seen = json.loads(dump.read_text())
+    bvh = bvhio.readAsBvh(str(path))
+    assert seen["parents"] == parents_of(bvh)
+    assert seen["parents"]["Head"] == "Neck" and seen["parents"]["LeftArm"] == "LeftShoulder"
+    # Blender ends a bone at its only child, or at its End Site: those bones must follow their source bone.
+    bones = BONES if skeleton == "ted_gesture" else expressive_bones()
+    children = {}
+    for name, parent in seen["parents"].items():
+        children.setdefault(parent, []).append(name)
+    names = source.joint_names
+    bone_index = {(names[p], names[c]): k for k, (p, c, _) in enumerate(source.bones)}
+    checked, worst = set(), 0.0
+    for frame, dir_vec in enumerate(dir_vecs):
+        for joint, (target, bone) in bones.items():
+            if not (target == "end" or children.get(joint) == [target]):
+                continue
+            head, tail = (np.array(p) for p in seen["frames"][frame][joint])
+            tx, ty, tz = dir_vec[3 * bone_index[bone]:3 * bone_index[bone] + 3]
+            want = np.array([-tx, -tz, -ty])  # TED (right, down, forward) -> Blender (left +X, back +Y, up +Z)
+            got = tail - head
+            cos = np.dot(got, want) / np.linalg.norm(got) / np.linalg.norm(want)
+            worst = max(worst, float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))))
+            checked.add(joint)
+    assert len(checked) == (8 if skeleton == "ted_gesture" else 27), sorted(checked)
+    assert worst < 0.5, worst
