@@ -22,8 +22,8 @@ All in Unity space: left-handed, Y up, Z forward, metres, quaternion x, y, z, w.
 A frame goes out as one OSC bundle when it fits the datagram limit, else as
 several bundles in the order above (each message whole, Apply/OK/T in the last).
 The limit (VmcOptions.max_datagram_bytes) defaults to 1,472 bytes - what fits
-a 1,500-byte Ethernet/Wi-Fi MTU without IP fragmentation - for a target that is
-not loopback, and to one datagram per frame on loopback.
+a 1,500-byte Ethernet/Wi-Fi MTU without IP fragmentation (1,452 over IPv6) - for
+a target that is not loopback, and to one datagram per frame on loopback.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from hop.bridges.retarget import Retargeter, Rig, load_rig, quat_conjugate, quat
 
 VMC_PORT = 39539
 MTU_SAFE_DATAGRAM = 1472  # 1500-byte MTU - 20 (IPv4 header) - 8 (UDP header)
+MTU_SAFE_DATAGRAM_IPV6 = 1452  # 1500 - 40 (IPv6 header) - 8
 LOOPBACK_DATAGRAM = 65507  # the most a UDP/IPv4 datagram can carry
 BUNDLE_HEADER = 16  # "#bundle\0" and the 8-byte timetag
 
@@ -93,7 +94,7 @@ class VmcOptions:
     # sender's monotonic clock at each send.
     send_rate: float | None = None
     # Largest UDP datagram; a frame that does not fit is split into several bundles.
-    # None: 1472 for a target that is not loopback, one datagram per frame on loopback.
+    # None: 1472 for a target that is not loopback (1452 over IPv6), one datagram per frame on loopback.
     max_datagram_bytes: int | None = None
 
 
@@ -247,6 +248,17 @@ def is_loopback_target(host: str, port: int) -> bool:
         return False
 
 
+def default_datagram_limit(host: str, port: int) -> int:
+    """One datagram per frame on loopback; else what fits a 1,500-byte MTU over IPv4 (1472) or IPv6 (1452)."""
+    if is_loopback_target(host, port):
+        return LOOPBACK_DATAGRAM
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
+    except OSError:
+        family = socket.AF_INET6
+    return MTU_SAFE_DATAGRAM_IPV6 if family == socket.AF_INET6 else MTU_SAFE_DATAGRAM
+
+
 class VmcSink:
     """Retargets each frame of one stream onto a Unity humanoid (the user's avatar if given) and sends it as VMC."""
 
@@ -263,8 +275,7 @@ class VmcSink:
         check_vmc_rig(self._rig)
         self._sender = UdpSender(host, port)
         self.loopback = is_loopback_target(host, port)
-        self.max_datagram_bytes = options.max_datagram_bytes or (LOOPBACK_DATAGRAM if self.loopback
-                                                                 else MTU_SAFE_DATAGRAM)
+        self.max_datagram_bytes = options.max_datagram_bytes or default_datagram_limit(host, port)
         self._retargeters: dict[str, Retargeter] = {}  # per skeleton, created on first use
         self._encoders: dict[tuple[str, tuple[str, ...]], VmcBundleEncoder] = {}
         self._bones: dict[str, list[VmcBone]] = {}

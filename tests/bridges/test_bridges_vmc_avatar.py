@@ -25,7 +25,8 @@ from scipy.spatial.transform import Rotation
 from hop.bridges.avatar import AvatarError, load_avatar
 from hop.bridges.frame import PoseFrame
 from hop.bridges.retarget import load_rig
-from hop.bridges.vmc import MTU_SAFE_DATAGRAM, VmcBundleEncoder, VmcOptions, VmcSink, rig_bones
+from hop.bridges.vmc import (MTU_SAFE_DATAGRAM, VmcBundleEncoder, VmcOptions, VmcSink, default_datagram_limit,
+                             rig_bones)
 from hop.model.skeleton import TED_EXPRESSIVE, TED_GESTURE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,6 +272,8 @@ def test_bridges_vmc_datagram_limit_follows_the_target(tmp_path):
         packets = remote.encode(frame)
         assert len(packets) >= 4 and max(map(len, packets)) <= MTU_SAFE_DATAGRAM
         assert VmcSink("198.51.100.7", 39539, VmcOptions(max_datagram_bytes=9000)).max_datagram_bytes == 9000
+        assert default_datagram_limit("2001:db8::7", 39539) == 1452  # IPv6 documentation range: a 40-byte header
+        assert default_datagram_limit("::1", 39539) == default_datagram_limit("localhost", 39539) > 60000
     finally:
         local.close()
         remote.close()
