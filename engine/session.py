@@ -678,7 +678,9 @@ def _check_output(out: OutputSpec, options: SessionOptions) -> None:
     if out.kind == "bvh":
         if out.path is None:
             raise UsageError("--bvh: no file given; expected a .bvh file path")
-        _check_output_file("--bvh", Path(out.path), make_folders=False)
+        # the --demo recording goes into --out, which the run makes
+        in_report_dir = options.report_dir is not None and Path(out.path).parent == Path(options.report_dir)
+        _check_output_file("--bvh", Path(out.path), make_folders=in_report_dir)
         return
     where = f"--{out.kind} {_address(out.host, out.port)}"
     if out.kind in ("osc", "vmc"):

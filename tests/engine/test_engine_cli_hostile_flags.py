@@ -199,6 +199,27 @@ def test_every_hostile_value_is_one_line_and_exit_2_before_the_model_loads(files
     assert not bad, "\n".join(bad)
 
 
+def test_good_values_pass(files, tmp_path, monkeypatch):
+    """The checks refuse what cannot work, not what merely looks unusual."""
+    from hop.engine.session import validate
+
+    monkeypatch.delenv("HOP_LIVE_WS_TOKEN", raising=False)
+    wav = str(files["wav"])
+    good = [
+        ["--demo", "--fast", "--out", str(tmp_path / "new" / "folder")],  # --out is made by the run
+        ["--input", wav, "--ws", "0", "--osc-control"],
+        ["--input", wav, "--ws", "127.0.0.1:0", "--osc-control", "0", "--stats-json", str(tmp_path / "a/b/s.json")],
+        ["--input", wav, "--osc", "[::1]:9000", "--vmc", "localhost", "--vmc", "127.0.0.1:39540"],
+        ["--input", wav, "--bvh", str(tmp_path / "x.bvh"), "--style", "speaker:1", "--intensity", "0"],
+        ["--input", wav, "--bvh", str(tmp_path / "x.bvh"), "--style", "sample:5", "--intensity", "3",
+         "--audio-delay", "0.25", "--duration", "1e6"],
+        ["--input", wav, "--bvh", str(tmp_path / "x.bvh"), "--style", ",".join(["0.5"] * 8), "--loop"],
+        ["--input", wav, "--ws", "0", "--ws-token-file", str(files["token_ok"])],
+    ]
+    for argv in good:
+        validate(cli.options_from_args(cli.build_parser().parse_args(argv)))
+
+
 def test_the_token_comes_from_a_file_or_the_environment(files, monkeypatch):
     base = ["--input", str(files["wav"]), "--fast", "--ws", "0"]
     monkeypatch.delenv("HOP_LIVE_WS_TOKEN", raising=False)
