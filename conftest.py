@@ -18,7 +18,7 @@ import torch
 
 from hop.model import FrozenLM, Hop, HopConfig
 
-from hop.engine.audio_file import load_wav_16k_mono
+from hop.engine.audio_file import load_audio_16k_mono
 from hop.engine.capture import rescan_devices
 from hop.tools.virtual_mic import VirtualMic, available
 
@@ -39,7 +39,7 @@ def espeak_speech(tmp_dir: Path) -> np.ndarray:
         pytest.fail("no speech data: ../shared/data is absent and espeak-ng is not installed (run setup.sh)")
     wav = tmp_dir / "espeak.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), ESPEAK_TEXT], check=True, capture_output=True)
-    return load_wav_16k_mono(wav)
+    return load_audio_16k_mono(wav)
 
 
 def load_speech(seconds: float, tmp_dir: Path) -> np.ndarray:
@@ -47,7 +47,7 @@ def load_speech(seconds: float, tmp_dir: Path) -> np.ndarray:
     clips = sorted(SHARED_SPEECH.glob("*.wav")) if SHARED_SPEECH.is_dir() else []
     pieces, total = [], 0
     for clip in clips:
-        pieces.append(load_wav_16k_mono(clip))
+        pieces.append(load_audio_16k_mono(clip))
         total += len(pieces[-1])
         if total >= seconds * SAMPLE_RATE:
             break
@@ -65,7 +65,7 @@ def load_speech_with_text(min_seconds: float, max_clip_seconds: float, tmp_dir: 
         for line in metadata.read_text().splitlines():
             clip_id, _, text = line.split("|")
             clip = SHARED_SPEECH / f"{clip_id}.wav"
-            audio = load_wav_16k_mono(clip) if clip.is_file() else np.zeros(0, np.float32)
+            audio = load_audio_16k_mono(clip) if clip.is_file() else np.zeros(0, np.float32)
             if 0 < len(audio) <= max_clip_seconds * SAMPLE_RATE:
                 pieces += [audio, np.zeros(SAMPLE_RATE // 4, np.float32)]
                 words.append(text)

@@ -8,7 +8,7 @@ frame's expressions back.
 
 import numpy as np
 
-from hop.engine.audio_file import load_wav_16k_mono
+from hop.engine.audio_file import load_audio_16k_mono
 from hop.engine.mouth import EXPRESSIONS, MouthEstimator, MouthOptions
 from hop.engine.session import DEMO_SPEECH
 
@@ -35,7 +35,7 @@ class FrameFeeder:
 
 
 def test_mouth_one_pose_frame(benchmark):
-    feeder = FrameFeeder(load_wav_16k_mono(DEMO_SPEECH)[: 4 * SR])
+    feeder = FrameFeeder(load_audio_16k_mono(DEMO_SPEECH)[: 4 * SR])
     warm = [feeder()[0] for _ in range(60)]  # 2 s of speech: the mouth has opened
     assert max(sum(f[v] for v in EXPRESSIONS[:5]) for f in warm) > 0.3
     frames = benchmark(feeder)

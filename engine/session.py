@@ -608,15 +608,15 @@ def _address(host: str, port: int) -> str:
 
 
 def _check_input(path: Path) -> None:
-    from hop.engine.audio_file import AudioFileError, read_wav_info
+    from hop.engine.audio_file import AudioFileError, read_audio_info
     if str(path) in ("", "."):
-        raise UsageError(f"--input {str(path)!r}: an empty path; expected a WAV file")
+        raise UsageError(f"--input {str(path)!r}: an empty path; expected an audio file (WAV, FLAC, OGG, Opus or MP3)")
     try:
-        read_wav_info(path)
+        read_audio_info(path)
     except AudioFileError as error:
         raise UsageError(f"--input: {error}") from None
     except OSError as error:
-        raise UsageError(f"--input {str(path)!r} cannot be read ({error.strerror or error}); expected a WAV file "
+        raise UsageError(f"--input {str(path)!r} cannot be read ({error.strerror or error}); expected an audio file "
                          "this user may read") from None
 
 
@@ -771,9 +771,9 @@ def _open_osc_control(options: SessionOptions, status: EngineStatus, on_control)
 
 
 def _load_input(options: SessionOptions) -> np.ndarray:
-    from hop.engine.audio_file import AudioFileError, load_wav_16k_mono
+    from hop.engine.audio_file import AudioFileError, load_audio_16k_mono
     try:
-        return load_wav_16k_mono(Path(options.input))
+        return load_audio_16k_mono(Path(options.input))
     except (AudioFileError, OSError) as error:
         raise SessionError(str(error)) from None
 

@@ -137,14 +137,14 @@ def _cell(value) -> str:
 def load_speech(seconds: float, speech_dir: Path | None = None, gap_s: float = 0.25) -> tuple[np.ndarray, str]:
     """About ``seconds`` of real speech at 16 kHz: LJSpeech clips (with short pauses between
     them, as in talk) when present, else espeak-ng; repeated to length. Returns (audio, origin)."""
-    from hop.engine.audio_file import load_wav_16k_mono
+    from hop.engine.audio_file import load_audio_16k_mono
 
     speech_dir = Path(speech_dir) if speech_dir is not None else SPEECH_DIR
     clips = sorted(speech_dir.glob("*.wav")) if speech_dir.is_dir() else []
     pieces, total, origin = [], 0, f"LJSpeech clips from {speech_dir}"
     gap = np.zeros(int(gap_s * SAMPLE_RATE), np.float32)
     for clip in clips:
-        pieces += [load_wav_16k_mono(clip), gap]
+        pieces += [load_audio_16k_mono(clip), gap]
         total += len(pieces[-2]) + len(gap)
         if total >= seconds * SAMPLE_RATE:
             break
@@ -157,7 +157,7 @@ def load_speech(seconds: float, speech_dir: Path | None = None, gap_s: float = 0
 
 
 def _espeak(text: str) -> np.ndarray:
-    from hop.engine.audio_file import load_wav_16k_mono
+    from hop.engine.audio_file import load_audio_16k_mono
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
@@ -166,7 +166,7 @@ def _espeak(text: str) -> np.ndarray:
         except FileNotFoundError:
             raise SystemExit("hop-bench: no speech: LJSpeech clips are absent and espeak-ng is not installed "
                              "(run setup.sh, or pass --speech-dir)") from None
-        return load_wav_16k_mono(wav)
+        return load_audio_16k_mono(wav)
 
 
 def load_streaming_model(checkpoint: Path | None):

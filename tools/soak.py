@@ -171,11 +171,11 @@ def machine_info() -> dict:
 
 def load_clips(speech_dir: Path, max_seconds: float, work: Path) -> tuple[list[np.ndarray], str]:
     """Real speech clips at 16 kHz: LJSpeech when present, espeak-ng otherwise."""
-    from hop.engine.audio_file import load_wav_16k_mono
+    from hop.engine.audio_file import load_audio_16k_mono
     clips, total = [], 0
     if speech_dir.is_dir():
         for path in sorted(speech_dir.glob("*.wav")):
-            clip = load_wav_16k_mono(path)
+            clip = load_audio_16k_mono(path)
             clips.append(clip)
             total += len(clip)
             if total >= max_seconds * SAMPLE_RATE:
@@ -186,7 +186,7 @@ def load_clips(speech_dir: Path, max_seconds: float, work: Path) -> tuple[list[n
         raise RuntimeError(f"no speech: {speech_dir} is absent and espeak-ng is not installed (run setup.sh)")
     wav = work / "espeak.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), ESPEAK_TEXT], check=True, capture_output=True)
-    clip = load_wav_16k_mono(wav)
+    clip = load_audio_16k_mono(wav)
     return [clip], f"espeak-ng ({len(clip) / SAMPLE_RATE:.0f} s)"
 
 

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from hop.engine.audio_file import (AudioFileError, FileSource, FileSourceOptions, load_wav_16k_mono,
-                                   read_wav_info)
+from hop.engine.audio_file import (AudioFileError, FileSource, FileSourceOptions, load_audio_16k_mono,
+                                   read_audio_info)
 from hop.engine.ring import RingOptions, SampleRing
 from hop.engine.status import SourceState
 
@@ -47,9 +47,9 @@ def test_wav_flavours_decode_to_the_same_16k_mono_speech(tmp_path, reference_wav
     converted = tmp_path / "converted.wav"
     subprocess.run(["sox", str(source), "-r", str(rate), "-c", str(channels), *sox_format, str(converted)],
                    check=True, capture_output=True)
-    info = read_wav_info(converted)
+    info = read_audio_info(converted)
     assert (info.sample_rate, info.channels) == (rate, channels)
-    audio = load_wav_16k_mono(converted)
+    audio = load_audio_16k_mono(converted)
     assert audio.dtype == np.float32
     assert abs(len(audio) - len(reference)) < 40
     n = min(len(audio), len(reference))
@@ -91,17 +91,22 @@ def test_bad_files_are_refused_with_what_they_are_and_how_to_convert(tmp_path, r
     path, _ = reference_wav
     whole = path.read_bytes()
     with pytest.raises(AudioFileError, match="is empty"):
-        read_wav_info(write_bytes(tmp_path / "empty.wav", b""))
+        read_audio_info(write_bytes(tmp_path / "empty.wav", b""))
     mp3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(200)
-    with pytest.raises(AudioFileError, match="not a WAV file .*MP3.*sox"):
-        read_wav_info(write_bytes(tmp_path / "song.wav", mp3))
+    with pytest.raises(AudioFileError, match="cannot be decoded .*MP3.*readable: WAV, FLAC.*ffmpeg"):
+        read_audio_info(write_bytes(tmp_path / "song.wav", mp3))
     with pytest.raises(AudioFileError, match="MP3"):
-        read_wav_info(write_bytes(tmp_path / "frames.wav", b"\xff\xfb\x90\x64" + bytes(200)))
-    with pytest.raises(AudioFileError, match="truncated.*promises.*sox --ignore-length"):
-        read_wav_info(write_bytes(tmp_path / "cut.wav", whole[: len(whole) // 2]))
-    with pytest.raises(AudioFileError, match="truncated"):
-        read_wav_info(write_bytes(tmp_path / "header.wav", whole[:30]))
+        read_audio_info(write_bytes(tmp_path / "frames.wav", b"\xff\xfb\x90\x64" + bytes(200)))
+    with pytest.raises(AudioFileError, match="MP4/M4A"):
+        read_audio_info(write_bytes(tmp_path / "talk.m4a", b"\x00\x00\x00\x20ftypM4A " + bytes(200)))
+    with pytest.raises(AudioFileError, match="WAV file whose header or data is damaged"):
+        read_audio_info(write_bytes(tmp_path / "header.wav", whole[:30]))
     with pytest.raises(AudioFileError, match="no audio samples"):
-        read_wav_info(write_bytes(tmp_path / "silent.wav", whole[:40] + b"\x00\x00\x00\x00"))
+        read_audio_info(write_bytes(tmp_path / "silent.wav", whole[:40] + b"\x00\x00\x00\x00"))
+    with pytest.raises(AudioFileError, match="directory"):
+        read_audio_info(tmp_path)
+    # A recording cut short plays what it holds, and says so.
+    cut = read_audio_info(write_bytes(tmp_path / "cut.wav", whole[: len(whole) // 2]))
+    assert cut.frames > 0 and "truncated" in cut.note and "playing the" in cut.note, cut
     with pytest.raises(AudioFileError, match="no such file"):
         FileSource(FileSourceOptions(path=tmp_path / "missing.wav"), SampleRing())

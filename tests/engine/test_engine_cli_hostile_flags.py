@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from hop.engine import cli
-from hop.engine.audio_file import AudioFileError, read_wav_info
+from hop.engine.audio_file import AudioFileError, read_audio_info
 
 HOP_LIVE = Path(sys.executable).with_name("hop-live")
 MODEL_LOADED = "(trained on"  # in the note hop-live prints once the model has loaded
@@ -145,8 +145,8 @@ SAYS = {
     "--input dir": "is a directory",
     "--input missing": "no such file",
     "--input 1 Hz header": "1 channels at 1 Hz",
-    "--input 4 GHz header": "4000000000 Hz",
-    "--input 65535 channels": "65535 channels",
+    "--input 4 GHz header": "cannot be decoded",  # libsndfile refuses it before any check of ours
+    "--input 65535 channels": "Too many channels",  # likewise
     "--checkpoint text": "is not a hop-live checkpoint",
     "--checkpoint wav": "is not a hop-live checkpoint",
     "--checkpoint random": "is not a hop-live checkpoint",
@@ -267,9 +267,9 @@ def test_a_busy_port_is_named_before_the_model_loads(files, capsys):
 def test_absurd_wav_headers_are_refused_at_the_door(files):
     from hop.engine.audio_file import check_audio_format
 
-    for name, message in (("wav_1hz", "1 Hz"), ("wav_4ghz", "4000000000 Hz"), ("wav_65535ch", "65535 channels")):
+    for name, message in (("wav_1hz", "1 Hz"), ("wav_4ghz", "cannot be decoded"), ("wav_65535ch", "Too many channels")):
         with pytest.raises(AudioFileError, match=message):
-            read_wav_info(files[name])
+            read_audio_info(files[name])
     check_audio_format(8000, 2)
     check_audio_format(768_000, 64)
     for rate, channels in ((999, 1), (768_001, 1), (float("nan"), 1), (16000, 0), (16000, 65)):

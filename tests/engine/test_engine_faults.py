@@ -26,7 +26,7 @@ import torch
 
 from hop.bridges.osc import OscSink
 from hop.engine.asr import AsrClient, AsrOptions
-from hop.engine.audio_file import AudioFileError, FileSource, FileSourceOptions, load_wav_16k_mono, read_wav_info
+from hop.engine.audio_file import AudioFileError, FileSource, FileSourceOptions, load_audio_16k_mono, read_audio_info
 from hop.engine.capture import CaptureOptions, MicCapture
 from hop.engine.ring import RingOptions, SampleRing
 from hop.engine.pipeline import FramePipeline
@@ -271,7 +271,7 @@ def test_other_rates_and_channel_counts_run_at_the_right_speed(model, speech_sou
     if channels == 2:  # speech on the left, a quieter copy on the right
         converted = np.stack([converted, 0.5 * converted], axis=1)
     wav = write_wav(tmp_path / f"in_{rate}_{channels}.wav", converted, rate=rate)
-    info = read_wav_info(wav)
+    info = read_audio_info(wav)
     assert (info.sample_rate, info.channels) == (rate, channels)
     engine, sink = run_offline(model, wav)
     expected = frames_covering(model, round(len(converted) * SR / rate))
@@ -287,7 +287,7 @@ def test_other_rates_and_channel_counts_run_at_the_right_speed(model, speech_sou
 def test_8_24_32_bit_wavs_decode_to_the_same_audio(speech_source, tmp_path, bits, is_float):
     speech = 0.7 * speech_source(1.0)
     wav = write_wav(tmp_path / f"s{bits}{'f' if is_float else ''}.wav", speech, bits=bits, is_float=is_float)
-    decoded = load_wav_16k_mono(wav)
+    decoded = load_audio_16k_mono(wav)
     assert len(decoded) == len(speech)
     if is_float:
         expected = speech.astype(np.float32)
@@ -296,30 +296,23 @@ def test_8_24_32_bit_wavs_decode_to_the_same_audio(speech_source, tmp_path, bits
     assert np.abs(decoded - expected).max() < 1e-6, f"{bits}-bit samples decoded wrongly"
 
 
-def test_bad_wav_files_are_refused_with_the_fix(speech_source, tmp_path):
+def test_bad_audio_files_are_refused_with_the_fix(speech_source, tmp_path):
     good = write_wav(tmp_path / "good.wav", 0.5 * speech_source(1.0))
-    truncated = tmp_path / "truncated.wav"
-    truncated.write_bytes(good.read_bytes()[: 44 + 3000])
     header_only = tmp_path / "cut_in_header.wav"
     header_only.write_bytes(good.read_bytes()[:30])
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     no_samples = write_wav(tmp_path / "no_samples.wav", np.zeros(0))
-    # An MP3 named .wav: an ID3v2 tag then MPEG-1 Layer III frame headers (no MP3 encoder is
-    # installed here, so the frames carry zero payload; the engine only looks at the header).
-    mp3 = tmp_path / "song.wav"
-    mp3.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + (b"\xff\xfb\x90\x64" + bytes(413)) * 20)
+    # ID3v2 tag then MPEG-1 Layer III frame headers with no payload: MP3 in name only.
+    broken_mp3 = tmp_path / "song.wav"
+    broken_mp3.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + (b"\xff\xfb\x90\x64" + bytes(413)) * 20)
     cases = {
-        truncated: "truncated.*sox --ignore-length",
-        header_only: "truncated",
+        header_only: "WAV file whose header or data is damaged",
         empty: "empty",
         no_samples: "no audio samples",
-        mp3: "not a WAV file.*MP3.*ffmpeg",
+        broken_mp3: "cannot be decoded.*MP3.*ffmpeg",
         tmp_path / "absent.wav": "no such file",
     }
-    flac = tmp_path / "flac.wav"
-    if subprocess.run(["sox", str(good), "-t", "flac", str(flac)], capture_output=True).returncode == 0:
-        cases[flac] = "not a WAV file.*FLAC"  # a real FLAC encoding from sox, named .wav
     for path, message in cases.items():
         with pytest.raises(AudioFileError, match=message):
             FileSource(FileSourceOptions(path), SampleRing())

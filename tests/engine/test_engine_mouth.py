@@ -23,7 +23,7 @@ import torch
 
 from hop.bridges.frame import PoseFrame
 from hop.bridges.osc import encode_native_bundle
-from hop.engine.audio_file import FileSource, FileSourceOptions, load_wav_16k_mono
+from hop.engine.audio_file import FileSource, FileSourceOptions, load_audio_16k_mono
 from hop.engine.mouth import EXPRESSIONS, VOWELS, Blinker, MouthEstimator, MouthOptions
 from hop.engine.pipeline import FramePipeline, offline_pose_frames
 from hop.engine.ring import SampleRing
@@ -90,7 +90,7 @@ def test_mouth_closed_in_silence_and_open_in_speech(name):
     path = speech_recordings()[name]
     if not path.is_file():
         pytest.skip(f"{path} is absent (the real data beside the project, ../shared/data)")
-    speech = load_wav_16k_mono(path)[: 6 * SR]
+    speech = load_audio_16k_mono(path)[: 6 * SR]
     audio = with_silence(speech)
     track = mouth_track(audio)
     assert track.shape == (len(audio) * FPS // SR, len(EXPRESSIONS))
@@ -125,7 +125,7 @@ def test_blinks_at_a_natural_rate():
 
 
 def test_deterministic_and_independent_of_block_size():
-    audio = with_silence(load_wav_16k_mono(DEMO_SPEECH)[: 3 * SR], after_s=4.0)
+    audio = with_silence(load_audio_16k_mono(DEMO_SPEECH)[: 3 * SR], after_s=4.0)
     first = mouth_track(audio)
     assert np.array_equal(first, mouth_track(audio)), "the same audio gives the same face"
     assert np.array_equal(first, mouth_track(audio, block=533)), "chunking changes nothing"
@@ -135,7 +135,7 @@ def test_deterministic_and_independent_of_block_size():
 
 
 def test_causal_later_audio_changes_nothing_before_it():
-    audio = with_silence(load_wav_16k_mono(DEMO_SPEECH)[: 3 * SR])
+    audio = with_silence(load_audio_16k_mono(DEMO_SPEECH)[: 3 * SR])
     changed = audio.copy()
     cut = 2 * SR
     changed[cut:] = np.random.default_rng(0).normal(scale=0.3, size=len(audio) - cut)
@@ -163,7 +163,7 @@ def face_correlations() -> dict:
     names = data["names"]
     weights = np.array([frame["weights"] for frame in data["frames"]])
     times = np.array([frame["time"] for frame in data["frames"]])
-    track = mouth_track(load_wav_16k_mono(FACE_TAKE.with_suffix(".wav")))
+    track = mouth_track(load_audio_16k_mono(FACE_TAKE.with_suffix(".wav")))
     ends = (np.arange(len(track)) + 1) / FPS  # each frame shows the audio up to its end
     face = {name: np.interp(ends, times, weights[:, names.index(name)])
             for name in ("jawOpen", "mouthFunnel", "mouthPucker")}
@@ -187,7 +187,7 @@ def beat2_jaw_correlation() -> dict:
     the jaw (joint 22, axis-angle; opening is a positive rotation about x)."""
     take = np.load(BEAT2_TAKE.with_suffix(".npz"))
     jaw = take["poses"][:, 66]
-    track = mouth_track(load_wav_16k_mono(BEAT2_TAKE.with_suffix(".wav")))
+    track = mouth_track(load_audio_16k_mono(BEAT2_TAKE.with_suffix(".wav")))
     ends = (np.arange(len(track)) + 1) / FPS
     jaw = np.interp(ends, np.arange(len(jaw)) / float(take["mocap_frame_rate"]), jaw)
     n = min(len(track), int(len(take["poses"]) * FPS / float(take["mocap_frame_rate"])))
@@ -220,7 +220,7 @@ def model():
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_offline_conversion_carries_expressions_in_every_frame(model):
-    speech = load_wav_16k_mono(DEMO_SPEECH)[: 3 * SR]
+    speech = load_audio_16k_mono(DEMO_SPEECH)[: 3 * SR]
     audio = with_silence(speech, before_s=0.5, after_s=1.5)
     frames = list(offline_pose_frames(FramePipeline(HopStream(model), MotionOptions(), 60.0), audio,
                                       model.cfg.skeleton))
@@ -271,7 +271,7 @@ class ListSink:
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_live_driver_sends_the_frames_expressions(model, tmp_path):
-    audio = with_silence(load_wav_16k_mono(DEMO_SPEECH)[: 2 * SR], before_s=0.3, after_s=1.5)
+    audio = with_silence(load_audio_16k_mono(DEMO_SPEECH)[: 2 * SR], before_s=0.3, after_s=1.5)
     wav = write_wav(tmp_path / "talk.wav", audio)
     ring, sink = SampleRing(), ListSink()
     engine = Engine(FramePipeline(HopStream(model), MotionOptions(), 60.0), ring,

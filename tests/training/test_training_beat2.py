@@ -196,12 +196,14 @@ def test_beat2_folder_conversion_and_render(shared_data, tmp_path):
     assert png.stat().st_size > 5000
 
 
-def test_read_wav_16k_scales_and_resamples(tmp_path):
+def test_take_audio_is_read_scaled_and_resampled_to_16k_mono(tmp_path):
+    from hop.engine.audio_file import load_audio_16k_mono
+
     from scipy.io import wavfile
 
     pcm = np.full(44100, 16384, dtype=np.int16)  # 1 s at 44.1 kHz, half of full scale
     pcm[:10] = 0
     wavfile.write(tmp_path / "a.wav", 44100, np.stack([pcm, pcm], axis=1))  # stereo
-    audio = beat2.read_wav_16k(tmp_path / "a.wav")
+    audio = load_audio_16k_mono(tmp_path / "a.wav")
     assert audio.dtype == np.float32 and audio.shape == (16000,)
     assert audio[8000] == pytest.approx(16384 / 32767, abs=1e-3)

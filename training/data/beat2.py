@@ -27,10 +27,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 from scipy.spatial.transform import Rotation
 
+from hop.engine.audio_file import load_audio_16k_mono
 from hop.training.data.clips import POSE_FPS, SAMPLE_RATE, Clip, ClipWriter, make_clip
 from hop.training.data.retarget import ted_dir_vec
 from hop.training.data.textgrid import read_words
@@ -94,27 +93,13 @@ def smplx_to_ted(poses: np.ndarray) -> np.ndarray:
     return ted_dir_vec(named, left_hip=positions[1], right_hip=positions[2])
 
 
-def read_wav_16k(path: str | Path) -> np.ndarray:
-    """Mono float32 at 16 kHz from a PCM16/PCM32/float WAV of any rate."""
-    rate, audio = wavfile.read(str(path))
-    if audio.dtype.kind in "iu":
-        audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        g = np.gcd(rate, SAMPLE_RATE)
-        audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
-    return audio
-
-
 def convert_take(npz_path: str | Path, wav_path: str | Path, textgrid_path: str | Path) -> Clip:
     """One BEAT2 take -> one clip at 15 fps, cut to the span both motion and audio cover."""
     with np.load(npz_path, allow_pickle=False) as take:
         poses = take["poses"]
         fps = float(take["mocap_frame_rate"])
     dir_vec = resample_frames(smplx_to_ted(poses), src_fps=fps, dst_fps=POSE_FPS)
-    audio = read_wav_16k(wav_path)
+    audio = load_audio_16k_mono(wav_path)
     n_frames = min(len(dir_vec), audio.size * POSE_FPS // SAMPLE_RATE)
     duration = n_frames / POSE_FPS
     words = [(w, s, min(e, duration)) for w, s, e in read_words(textgrid_path) if s < duration]

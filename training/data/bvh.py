@@ -346,13 +346,13 @@ def bvh_to_ted(bvh: Bvh, joint_map: dict[str, str] | None = None) -> np.ndarray:
 def convert_bvh(path: str | Path, wav: str | Path | None = None, textgrid: str | Path | None = None,
                 joint_map: dict[str, str] | None = None) -> Clip:
     """One BVH (+ optional speech and words starting with the motion) -> one 15 fps clip."""
-    from .beat2 import read_wav_16k
+    from hop.engine.audio_file import load_audio_16k_mono
     from .textgrid import read_words
 
     bvh = read_bvh(path, strict=False)  # a header frame count that disagrees with the rows: warned, rows read
     dir_vec = renormalise(resample_frames(bvh_to_ted(bvh, joint_map), src_fps=bvh.fps, dst_fps=POSE_FPS))
     if wav is not None:
-        audio = read_wav_16k(wav)
+        audio = load_audio_16k_mono(wav)
         n_frames = min(len(dir_vec), audio.size * POSE_FPS // SAMPLE_RATE)
     else:
         n_frames = len(dir_vec)

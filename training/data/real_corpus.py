@@ -50,7 +50,7 @@ from scipy.signal import find_peaks
 
 from hop.model.skeleton import TED_EXPRESSIVE
 
-from .beat2 import read_wav_16k
+from hop.engine.audio_file import load_audio_16k_mono
 from .clips import POSE_FPS, SAMPLE_RATE, ClipWriter, make_clip, read_manifest
 from .expressive import read_expressive
 from .textgrid import read_textgrid
@@ -103,7 +103,7 @@ def paired_takes(shared: Path, fps: float, holdout: float, beat_motion: str = "s
                     mixamo / "1_fufu_0_7_7.wav", []))
     takes = []
     for name, speaker, dir_vec, mfile, afile, words in sources:
-        audio = read_wav_16k(afile)
+        audio = load_audio_16k_mono(afile)
         n = min(len(dir_vec), int(len(audio) * fps // SAMPLE_RATE))  # motion and speech both cover these frames
         takes.append(Take(name, speaker, dir_vec[:n], audio[:int(round(n * SAMPLE_RATE / fps))], words,
                           str(mfile), str(afile), int(np.floor((1.0 - holdout) * n))))
@@ -269,7 +269,7 @@ def speech_without_motion(shared: Path, max_lj: int = 0) -> list[Speech]:
     out = []
     lj = sorted((shared / "speech" / "ljspeech").glob("*.wav"))
     for f in lj[:max_lj] if max_lj else lj:
-        out.append(Speech(f"ljspeech_{f.stem}", read_wav_16k(f), [], [], str(f), "train"))
+        out.append(Speech(f"ljspeech_{f.stem}", load_audio_16k_mono(f), [], [], str(f), "train"))
     for take, split in (("2_scott_0_2_2", "train"), ("2_scott_0_111_111", "val")):
         f = shared / "beat2" / f"{take}.wav"
         if not f.is_file():
@@ -281,7 +281,7 @@ def speech_without_motion(shared: Path, max_lj: int = 0) -> list[Speech]:
             words = [(i.text, i.start, i.end) for i in tiers["words"].intervals if i.text.strip()]
             phones = [(i.text, i.start, i.end) for i in tiers.get("phones", tiers["words"]).intervals
                       if i.text.strip()] if "phones" in tiers else []
-        out.append(Speech(take, read_wav_16k(f), words, phones, str(f), split))
+        out.append(Speech(take, load_audio_16k_mono(f), words, phones, str(f), split))
     return out
 
 
