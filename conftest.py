@@ -135,3 +135,10 @@ def paper_model(default_lm):
     """The paper's offline mode (bidirectional, 15 fps windows), untrained."""
     torch.manual_seed(0)
     return Hop(HopConfig(causal=False, fps=15), lm=default_lm).eval()
+
+
+@pytest.fixture(scope="module")
+def small_untrained_model(one_torch_thread):
+    """A small untrained causal model (no LM): enough for timing, wiring and state behaviour."""
+    torch.manual_seed(0)
+    return Hop(HopConfig(n_prototypes=32)).eval()

@@ -14,12 +14,8 @@ from hop.model import Hop, HopConfig, HopStream
 
 
 @pytest.fixture(scope="module")
-def model():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield Hop(HopConfig(n_prototypes=32)).eval()
-    torch.set_num_threads(threads)
+def model(small_untrained_model):
+    return small_untrained_model
 
 
 def _poses(model, speech) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from hop.profiles import EngineSettings, MotionOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bridges"))
 from osc_decoder import decode_packet  # noqa: E402  (the independent decoder, not python-osc)
+from engine_testkit import ListSink, write_wav  # noqa: E402
 
 SR = 16_000
 FPS = 30
@@ -243,30 +243,6 @@ def test_idle_frames_keep_the_mouth_closed_and_blink(model):
     assert all(set(f.expressions) == set(EXPRESSIONS) for f in frames)
     assert max(f.expressions[v] for f in frames for v in VOWELS) == 0.0
     assert max(f.expressions["blink"] for f in frames) == 1.0
-
-
-def write_wav(path: Path, audio: np.ndarray) -> Path:
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
-class ListSink:
-    def __init__(self):
-        self.frames = []
-
-    def send(self, frame):
-        self.frames.append(frame)
-
-    def close(self):
-        pass
-
-    def stats(self):
-        return {"sent": len(self.frames), "dropped": 0, "errors": 0, "last_error": ""}
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bridges"))
 from bridges_testkit import OscReceiverProcess, messages_of  # noqa: E402
 
 from hop.bridges.osc import OscSink  # noqa: E402
+from engine_testkit import ListSink, write_wav  # noqa: E402
 
 SR = 16000
 
@@ -48,30 +48,6 @@ def trained_model():
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.skip(f"no default checkpoint at {DEFAULT_CHECKPOINT} (see README: training the default)")
     return load_checkpoint(DEFAULT_CHECKPOINT)[0]
-
-
-class ListSink:
-    def __init__(self):
-        self.frames = []
-
-    def send(self, frame):
-        self.frames.append(frame)
-
-    def close(self):
-        pass
-
-    def stats(self):
-        return {"sent": len(self.frames), "dropped": 0, "errors": 0, "last_error": ""}
-
-
-def write_wav(path: Path, audio: np.ndarray) -> Path:
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 def motion_per_frame(poses: np.ndarray) -> np.ndarray:

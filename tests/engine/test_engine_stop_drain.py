@@ -18,31 +18,14 @@ from hop.engine.ring import SampleRing
 from hop.engine.runtime import Engine
 from hop.model import Hop, HopConfig, HopStream
 from hop.profiles import EngineSettings, MotionOptions
+from engine_testkit import ListSink  # noqa: E402
 
 SR = 16_000
 
 
 @pytest.fixture(scope="module")
-def model():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield Hop(HopConfig(n_prototypes=32)).eval()
-    torch.set_num_threads(threads)
-
-
-class ListSink:
-    def __init__(self):
-        self.frames = []
-
-    def send(self, frame):
-        self.frames.append(frame)
-
-    def close(self):
-        pass
-
-    def stats(self):
-        return {"sent": len(self.frames), "dropped": 0, "errors": 0, "last_error": ""}
+def model(small_untrained_model):
+    return small_untrained_model
 
 
 def speechlike_wav(path: Path, seconds: float) -> Path:
