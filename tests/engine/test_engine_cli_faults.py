@@ -142,7 +142,7 @@ def test_unusable_inputs_and_outputs_exit_with_a_message_naming_the_fix(tmp_path
     finally:
         busy.close()
     expect = {
-        "mp3": "--input: .*not a WAV file.*MP3.*ffmpeg -i",
+        "mp3": "--input: .*cannot be decoded.*MP3.*ffmpeg -i",
         "ws_port_in_use": f"--ws 127.0.0.1:{port}: cannot listen there.*pick another port",
         "osc_unresolvable": "--osc no-such-host.invalid:9000: cannot resolve host",
     }
