@@ -142,6 +142,12 @@ class Engine:
             return True
         if self.source.state in (SourceState.FINISHED, SourceState.FAILED, SourceState.STOPPED) \
                 and self.ring.written < needed:
+            if self.source.state == SourceState.FINISHED \
+                    and self.ring.written > self._mel.samples_for(self.pipeline.frames_done):
+                # A file's last partial frame: completed with silence, as offline conversion does,
+                # so the recording's end is not dropped.
+                self.ring.write(np.zeros(needed - self.ring.written, np.float32), time.perf_counter())
+                return True
             return False
         now = time.perf_counter()
         if now - self._last_audio_at > self.settings.idle_after_s:

@@ -203,3 +203,16 @@ def test_live_capture_to_osc_receiver_process(trained_model, virtual_mic, speech
     assert account["sends_unaccounted"] == 0, account
     # the virtual microphone is paced by the system clock: its drift is small
     assert abs(account["capture_clock_drift_ppm"]) < 50_000, account
+
+
+def test_a_file_played_in_real_time_keeps_its_last_partial_frame(model, speech_source, tmp_path):
+    samples = int(1.3 * SR) + 123  # not a whole number of pose frames
+    wav = write_wav(tmp_path / "talk.wav", 0.8 * speech_source(2.0)[:samples])
+    ring = SampleRing()
+    sink = ListSink()
+    engine = Engine(pipeline(model), ring, FileSource(FileSourceOptions(wav), ring), [sink], EngineSettings())
+    engine.run()
+    fps = model.cfg.mel.fps
+    assert engine.pipeline.frames_done == -(-samples * fps // SR), "the recording's end was dropped"
+    account = engine.status.accounting
+    assert account["sends_unaccounted"] == 0 and account["sends_written"] == len(sink.frames)
