@@ -63,10 +63,12 @@ def named_flags(files) -> dict[tuple[str, str], str]:
     commands (``hop-train --config ...``) names that command's flags."""
     named = {}
     for path in files:
+        continued: list[str] = []  # the command of a line that ends in a backslash goes on
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            commands = [c for c in COMMAND.findall(line) if c != "hop-live"]
+            commands = [c for c in COMMAND.findall(line) if c != "hop-live"] or continued
             for flag in FLAG.findall(line):
                 named.setdefault((flag, commands[0] if commands else ""), f"{path.relative_to(ROOT)}:{number}")
+            continued = commands if line.rstrip().endswith("\\") else []
     return named
 
 
