@@ -31,6 +31,7 @@ from pathlib import Path
 
 from hop.engine.session import (DEMO_SPEECH, LISTEN_PORTS, OutputSpec, SessionError, SessionOptions, UsageError,
                                 build_session, parse_host_port, validate)
+from hop.model.checkpoint import BUILTIN_CHECKPOINTS, DEFAULT_BUILTIN
 from hop.profiles import (DEFAULT_PROFILE, LM_WEIGHTS, RANGES, ProfileError, available_profiles, load_profile)
 
 TOKEN_ENV = "HOP_LIVE_WS_TOKEN"
@@ -81,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "port 0: any free port)")
 
     model = p.add_argument_group("model")
-    model.add_argument("--checkpoint", metavar="FILE", help="a checkpoint from hop-train (default: the built-in one)")
+    model.add_argument("--checkpoint", metavar="FILE",
+                       help=f"a checkpoint from hop-train or a built-in name: {', '.join(BUILTIN_CHECKPOINTS)} "
+                            f"(default: {DEFAULT_BUILTIN}; the README gives each one's data and licence)")
     model.add_argument("--profile", default=DEFAULT_PROFILE,
                        help=f"preset name or .toml path (built-in: {', '.join(available_profiles())})")
     model.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (profile default: cpu)")

@@ -35,13 +35,14 @@ from hop.engine.pipeline import FramePipeline, offline_pose_frames
 from hop.engine.ring import RingOptions, SampleRing
 from hop.engine.runtime import Engine
 from hop.engine.status import EngineStatus
-from hop.model import CheckpointError, Hop, HopConfig, HopStream, LMNotFoundError, load_checkpoint
+from hop.model import (CheckpointError, Hop, HopConfig, HopStream, LMNotFoundError,
+                       load_checkpoint, resolve_checkpoint)
 from hop.profiles import RANGES, EngineSettings, MotionOptions
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_SPEECH = ASSETS / "demo_speech.wav"
 # The checkpoint hop-live uses when none is given (see README: what it was trained on).
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "weights" / "default.pt"
+DEFAULT_CHECKPOINT = resolve_checkpoint(None)
 
 
 class SessionError(RuntimeError):
@@ -84,14 +85,8 @@ class SessionOptions:
     report_dir: Path | None = None  # when set: BVH/GIF/latency plot of the run are written here
 
     def __post_init__(self):  # --checkpoint NAME (no such file): a built-in checkpoint by name
-        name = str(self.checkpoint) if self.checkpoint is not None else ""
-        if name in BUILTIN_CHECKPOINTS and not Path(name).exists():
-            object.__setattr__(self, "checkpoint", DEFAULT_CHECKPOINT.parent / BUILTIN_CHECKPOINTS[name])
-
-
-# Built-in checkpoints by name (model/weights/; the README says each one's data and licence).
-# The default stays DEFAULT_CHECKPOINT whatever is listed here.
-BUILTIN_CHECKPOINTS = {"synthetic": "default.pt", "expressive": "expressive.pt"}
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", resolve_checkpoint(self.checkpoint))
 
 
 # -- addresses ---------------------------------------------------------------------------

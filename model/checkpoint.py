@@ -23,6 +23,25 @@ from .lm import FrozenLM
 FORMAT = "hop-live-checkpoint"
 VERSION = 1
 
+# Built-in checkpoints by name (files in model/weights/; the README states each one's data and licence).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+BUILTIN_CHECKPOINTS = {
+    "synthetic": "synthetic.pt",  # espeak speech + rule-made motion, TED Gesture: no BEAT data, no NC terms
+    "expressive": "expressive.pt",  # real BEAT/BEAT2 + Mixamo motion, TED Expressive (CC BY-NC 4.0)
+}
+DEFAULT_BUILTIN = "synthetic"  # what hop-live loads when no --checkpoint is given
+
+
+def resolve_checkpoint(name: str | os.PathLike | None) -> Path:
+    """An existing path as given, a built-in checkpoint's file for one of BUILTIN_CHECKPOINTS'
+    names, or (None) the default built-in one."""
+    if name is None:
+        return WEIGHTS_DIR / BUILTIN_CHECKPOINTS[DEFAULT_BUILTIN]
+    path = Path(name)
+    if not path.exists() and str(name) in BUILTIN_CHECKPOINTS:
+        return WEIGHTS_DIR / BUILTIN_CHECKPOINTS[str(name)]
+    return path
+
 
 class CheckpointError(RuntimeError):
     pass

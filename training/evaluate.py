@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hop.model import Hop, load_checkpoint
+from hop.model import BUILTIN_CHECKPOINTS, Hop, load_checkpoint, resolve_checkpoint
 from hop.training import metrics as M
 from hop.training.dataset import Corpus, WindowDataset
 
@@ -218,22 +218,6 @@ def evaluate_streaming(model: Hop, corpus: Corpus, extractor=None, window: int =
     if return_motion:
         result["_motion"] = streamed
     return result
-
-
-BUILTIN_CHECKPOINTS = {  # --checkpoint NAME -> model/weights/FILE
-    "synthetic": "default.pt",  # espeak speech + rule-made motion, TED Gesture (no BEAT data: no NC terms)
-    "expressive": "expressive.pt",  # real BEAT/BEAT2 + Mixamo motion, TED Expressive (CC BY-NC 4.0)
-}
-
-
-def resolve_checkpoint(name: str | Path) -> Path:
-    """A path as given, or a built-in checkpoint's file for a name of BUILTIN_CHECKPOINTS."""
-    path = Path(name)
-    if not path.exists() and str(name) in BUILTIN_CHECKPOINTS:
-        import hop.model
-
-        return Path(hop.model.__file__).resolve().parent / "weights" / BUILTIN_CHECKPOINTS[str(name)]
-    return path
 
 
 def _fmt(metrics: dict) -> str:
