@@ -42,15 +42,16 @@ class Outputs:
                 errors = int(stats.get("errors", 0))
             except Exception:
                 continue
-            if errors > self._errors_seen.get(i, 0):
-                self.status.record_error(f"{type(sink).__name__}: {errors - self._errors_seen.get(i, 0)} new "
-                                         f"send errors, last: {stats.get('last_error', '')}")
-                self._errors_seen[i] = errors
             fault, name = str(stats.get("fault") or ""), self.name(i)
             if fault:
                 faults[name] = {"fault": fault, "since": _clock(stats.get("fault_since")),
                                 **({"refused": stats["refused"]} if stats.get("refused") else {})}
             previous = self._faults_seen.get(i, "")
+            if errors > self._errors_seen.get(i, 0):
+                if not fault or fault != previous:  # a lasting fault is one state, not a line per publish
+                    self.status.record_error(f"{type(sink).__name__}: {errors - self._errors_seen.get(i, 0)} "
+                                             f"new send errors, last: {stats.get('last_error', '')}")
+                self._errors_seen[i] = errors
             if fault != previous:
                 self.status.record_error(f"{name}: {fault} since {faults[name]['since']}" if fault
                                          else f"{name}: {previous}: over at {_clock(time.time())}")
