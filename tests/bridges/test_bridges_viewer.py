@@ -246,9 +246,68 @@ def expressive_pose(t: float) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).reshape(-1).astype(np.float32)
 
 
-def test_bridges_viewer_keeps_every_frame_while_busy_and_moves_the_vrm_mouth(tmp_path):
+# The TED Expressive bones of the hands: wrist -> finger_1 (the hand), finger_1 -> _2 and _2 -> _3.
+FINGERS = ("thumb", "index", "middle", "ring", "little")
+HAND_BONES = [k for k, (_, child, _) in enumerate(TED_EXPRESSIVE.bones)
+              if TED_EXPRESSIVE.joint_names[child].split("_")[1:2] in [[f] for f in FINGERS]]
+# The VRM humanoid bones a TED Expressive stream turns in the hands (Unity names -> VRM 1.0 names,
+# by the test kit's own table): the hand, and each finger's two bones between its three joints.
+VRM_HAND_BONES = ["leftHand", "rightHand"] + [
+    name for side in ("left", "right") for name in
+    (f"{side}ThumbMetacarpal", f"{side}ThumbProximal",
+     *(f"{side}{finger}{part}" for finger in ("Index", "Middle", "Ring", "Little")
+       for part in ("Proximal", "Intermediate")))]
+
+FINGER_ROTATIONS_JS = """(() => { const h = window.hopViewer.avatar.humanoid;
+  return %s.map((name) => [h.getNormalizedBoneNode(name).quaternion.toArray(),
+                           h.getRawBoneNode(name).quaternion.toArray()]); })()""" % json.dumps(VRM_HAND_BONES)
+# The skeleton figure as drawn: its group in the scene (a sphere per joint, then a cylinder per bone).
+SKELETON_JS = """(() => {
+  const group = window.testScene.children.find((c) => c.isGroup
+    && c.children.some((m) => m.geometry && m.geometry.type === 'CylinderGeometry'));
+  const kind = (type) => group.children.filter((m) => m.geometry.type === type);
+  return { visible: group.visible,
+           joints: kind('SphereGeometry').map((m) => m.position.toArray()),
+           bones: kind('CylinderGeometry').map((m) => ({ visible: m.visible, position: m.position.toArray(),
+             quaternion: m.quaternion.toArray(), length: m.scale.y })) }; })()"""
+
+
+def turned_degrees(quaternions: np.ndarray) -> tuple[float, float]:
+    """(x, y, z, w) over time -> the most it is turned from identity, and from its first value."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_quat(quaternions)
+    return float(np.degrees(q.magnitude().max())), float(np.degrees((q[0].inv() * q).magnitude().max()))
+
+
+def check_skeleton_hands(drawn: dict) -> np.ndarray:
+    """The skeleton figure draws every hand bone between its two joints; returns their directions."""
+    from scipy.spatial.transform import Rotation
+
+    names = TED_EXPRESSIVE.joint_names
+    assert drawn["visible"] and len(drawn["joints"]) == len(names) and len(drawn["bones"]) == TED_EXPRESSIVE.n_bones
+    joints = np.array(drawn["joints"])
+    directions = []
+    for k in HAND_BONES:
+        parent, child, length = TED_EXPRESSIVE.bones[k]
+        bone = drawn["bones"][k]
+        span = joints[child] - joints[parent]
+        label = f"{names[parent]} -> {names[child]}"
+        assert bone["visible"], label
+        # As long as the data's bone (a few centimetres), from one joint to the other.
+        np.testing.assert_allclose(np.linalg.norm(span), length, rtol=0.05, err_msg=label)
+        np.testing.assert_allclose(bone["length"], np.linalg.norm(span), rtol=1e-4, err_msg=label)
+        np.testing.assert_allclose(bone["position"], joints[parent] + span / 2, atol=1e-4, err_msg=label)
+        axis = Rotation.from_quat(bone["quaternion"]).apply([0.0, 1.0, 0.0])
+        np.testing.assert_allclose(axis, span / np.linalg.norm(span), atol=1e-3, err_msg=label)
+        directions.append(axis)
+    return np.array(directions)
+
+
+def test_bridges_viewer_keeps_every_frame_while_busy_and_moves_the_vrm_mouth_and_fingers(tmp_path):
     """A page busy for seconds (a big VRM parsing, shaders compiling) must not lose frames: the
-    socket is read by a worker. A loaded VRM's mouth follows the stream's expressions.
+    socket is read by a worker. A loaded VRM's mouth follows the stream's expressions and its
+    hands and fingers turn; back on the skeleton view, the figure draws the moving finger bones.
 
     Large frames (TED Expressive) and a small server send buffer make a client that stops reading
     for 5 s lose frames for sure (the viewer that read on its page thread lost 25 of 150 here); a
@@ -283,7 +342,7 @@ def test_bridges_viewer_keeps_every_frame_while_busy_and_moves_the_vrm_mouth(tmp
         set_file(browser, "#vrm-file", avatar)
         wait_until(browser, "window.hopViewer.avatar !== null && window.hopViewer.avatar !== undefined")
         wait_until(browser, "document.getElementById('reply').textContent.startsWith('loaded')")
-        opened, closed = [], []
+        opened, closed, hands = [], [], []
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
             value = browser.evaluate("window.hopViewer.avatar.expressionManager.getValue('aa')")
@@ -291,12 +350,38 @@ def test_bridges_viewer_keeps_every_frame_while_busy_and_moves_the_vrm_mouth(tmp
                                      "?.morphTargetInfluences?.[0] ?? window.hopViewer.avatar.scene"
                                      ".getObjectByProperty('type', 'Mesh').morphTargetInfluences[0]")
             (opened if value > 0.3 else closed).append((value, morph))
+            hands.append(browser.evaluate(FINGER_ROTATIONS_JS))
             time.sleep(0.07)
         assert opened and closed, (opened, closed)
         assert max(v for v, _ in closed) < 0.05 or min(v for v, _ in closed) < 0.05
         # The mesh's own morph target (the mouth) moves with the expression.
         assert max(m for _, m in opened) > 0.3 and min(m for _, m in closed) < 0.05
         browser.screenshot().save(keep / "viewer-vrm.png")
+        # The hands and every finger bone the stream drives turn over the 4 s: the normalized bones
+        # setNormalizedPose() sets, and the avatar's own (raw) bones three-vrm copies them to.
+        hands = np.array(hands)  # (samples, bones, normalized/raw, xyzw)
+        assert len(hands) > 10
+        for b, name in enumerate(VRM_HAND_BONES):
+            for which, kind in enumerate(("normalized", "raw")):
+                from_rest, from_first = turned_degrees(hands[:, b, which])
+                assert from_rest > 5.0, f"{kind} {name} never leaves its rest pose ({from_rest:.2f} degrees)"
+                assert from_first > 5.0, f"{kind} {name} frozen: within {from_first:.2f} degrees of its first pose"
+
+        # Back to the skeleton view (the avatar is removed): the figure draws the hand and finger
+        # bones, each a cylinder from joint to joint, and they move. The page exposes no scene;
+        # the avatar's parent is the scene, kept before the avatar goes.
+        browser.evaluate("window.testScene = window.hopViewer.avatar.scene.parent; "
+                         "document.getElementById('show-skeleton').click()")
+        wait_until(browser, "window.hopViewer.avatar === null")
+        directions = []
+        for _ in range(6):
+            time.sleep(0.3)
+            directions.append(check_skeleton_hands(browser.evaluate(SKELETON_JS)))
+        directions = np.array(directions)  # (samples, hand bones, xyz)
+        turned = np.degrees(np.arccos(np.clip(np.einsum("tbk,bk->tb", directions, directions[0]), -1, 1))).max(0)
+        for k, angle in zip(HAND_BONES, turned):
+            assert angle > 5.0, f"skeleton bone {TED_EXPRESSIVE.bones[k][:2]} frozen ({angle:.2f} degrees)"
+        browser.screenshot().save(keep / "viewer-expressive-skeleton.png")
         (client,) = sink.client_stats()
         assert client["dropped"] == 0 and browser.evaluate("window.hopViewer.stats.lost") == 0
         assert not [line for line in browser.console if "exceptionDetails" in line], browser.console

@@ -398,8 +398,9 @@ def test_bridges_hop_live_avatar_flag(tmp_path):
 
 @pytest.mark.slow
 def test_bridges_hop_live_vmc_with_avatar_end_to_end(receiver, tmp_path):
-    """hop-live itself (--input --fast --vmc --avatar, the built-in checkpoint, lip sync from the voice)
-    into the receiver process: 3 s of speech then 2 s of silence, onto a 0.8-scale VRM 1.0."""
+    """hop-live itself (--input --fast --vmc --avatar, the default built-in checkpoint, lip sync from the
+    voice) into the receiver process: 3 s of speech then 2 s of silence, onto a 0.8-scale VRM 1.0 with
+    finger bones; its hands and fingers move all along."""
     import json
 
     from scipy.io import wavfile
@@ -419,11 +420,15 @@ def test_bridges_hop_live_vmc_with_avatar_end_to_end(receiver, tmp_path):
     frames = frames_of(receiver.collect(emitted, timeout=10))
     assert len(frames) == emitted > 100
     times, mouth = [], []
+    rotations: dict[str, list[list[float]]] = {name: [] for name in expected}
     for frame in frames:
         positions = {m["args"][0]: np.array(m["args"][1:4]) for m in frame if m["address"] == "/VMC/Ext/Bone/Pos"}
         assert set(positions) == set(expected)
         for name, position in positions.items():
             np.testing.assert_allclose(position, expected[name], atol=2e-7, err_msg=name)
+        for m in frame:
+            if m["address"] == "/VMC/Ext/Bone/Pos":
+                rotations[m["args"][0]].append(m["args"][4:8])
         blend = {m["args"][0]: m["args"][1] for m in frame if m["address"] == "/VMC/Ext/Blend/Val"}
         mouth.append(max(blend.get(name, 0.0) for name in MOUTH))
         times.append(frame[-1]["args"][0])
@@ -432,3 +437,28 @@ def test_bridges_hop_live_vmc_with_avatar_end_to_end(receiver, tmp_path):
     times, mouth = np.array(times), np.array(mouth)
     assert mouth[times < 3.0].max() > 0.3  # the mouth opens while the speaker talks
     assert mouth[times > 3.5].max() < 0.05  # and is closed half a second into the silence
+    assert_hands_and_fingers_move(rotations)
+
+
+# The default checkpoint is TED Expressive: wrist and three joints per finger. The hand bone follows
+# wrist -> middle_1, Proximal and Intermediate follow finger_1 -> _2 and _2 -> _3 (the thumb's
+# Unity Proximal/Intermediate: VRM 1.0's thumbMetacarpal/thumbProximal); Distal has no joint
+# beyond it in the data and is held at rest.
+HANDS = ("LeftHand", "RightHand")
+DRIVEN_FINGERS = tuple(f"{side}{finger}{part}" for side in ("Left", "Right")
+                       for finger in ("Thumb", "Index", "Middle", "Ring", "Little")
+                       for part in ("Proximal", "Intermediate"))
+
+
+def assert_hands_and_fingers_move(rotations: dict[str, list[list[float]]]) -> None:
+    """Every hand and driven finger bone of a Unity humanoid turns over the run: away from its
+    rest (identity, the test avatar has no rest rotations) and from one frame to another."""
+    for name in HANDS + DRIVEN_FINGERS:
+        local = Rotation.from_quat(np.array(rotations[name]))
+        from_rest = np.degrees(local.magnitude())
+        from_first = np.degrees((local[0].inv() * local).magnitude())
+        steps = np.degrees((local[:-1].inv() * local[1:]).magnitude())
+        assert from_rest.max() > 5.0, f"{name} never leaves its rest pose ({from_rest.max():.2f} degrees)"
+        assert from_first.max() > 5.0, f"{name} frozen: within {from_first.max():.2f} degrees of its first pose"
+        moving = (steps > 0.01).mean()
+        assert moving > 0.5, f"{name} still in {1 - moving:.0%} of the frame steps"
