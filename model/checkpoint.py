@@ -29,7 +29,7 @@ BUILTIN_CHECKPOINTS = {
     "synthetic": "synthetic.pt",  # espeak speech + rule-made motion, TED Gesture: no BEAT data, no NC terms
     "expressive": "expressive.pt",  # real BEAT/BEAT2 + Mixamo motion, TED Expressive (CC BY-NC 4.0)
 }
-DEFAULT_BUILTIN = "synthetic"  # what hop-live loads when no --checkpoint is given
+DEFAULT_BUILTIN = "expressive"  # what hop-live loads when no --checkpoint is given
 
 
 def resolve_checkpoint(name: str | os.PathLike | None) -> Path:
