@@ -361,7 +361,8 @@ class StampCheck:
 
 
 def run_latency_condition(model, mic, speech: np.ndarray, threads: int, asr_on: bool,
-                          send_rate: float = 60.0, settle_s: float = 1.0, clamp_stamps: bool = True) -> dict:
+                          send_rate: float = 60.0, settle_s: float = 1.0, clamp_stamps: bool = True,
+                          lm_weights: str = "fp32") -> dict:
     """One engine run on the virtual microphone; ``speech`` is fed once at real-time pace."""
     import torch
 
@@ -373,7 +374,8 @@ def run_latency_condition(model, mic, speech: np.ndarray, threads: int, asr_on: 
     status = EngineStatus()
     receiver = ReceiverProcess()
     options = SessionOptions(mic="pulse", samplerate=SAMPLE_RATE,
-                             engine=EngineSettings(send_rate=send_rate, threads=threads, asr=asr_on),
+                             engine=EngineSettings(send_rate=send_rate, threads=threads, asr=asr_on,
+                                                   lm_weights=lm_weights),
                              outputs=(OutputSpec("osc", "127.0.0.1", receiver.port),))
     session = build_session(options, model=(model, "hop-bench"), status=status)  # the same wiring as hop-live
     engine, asr = session.engine, session.pipeline.asr
@@ -424,6 +426,7 @@ def run_latency_condition(model, mic, speech: np.ndarray, threads: int, asr_on: 
     span = speech_end - speech_start
     return {
         "threads": threads,
+        "lm_weights": lm_weights,
         "threads_in_engine_thread": seen_threads[0] if seen_threads else None,
         "asr": asr_on,
         "asr_state": snap["asr"]["state"] if asr_on else "off",
@@ -449,6 +452,7 @@ def run_latency_condition(model, mic, speech: np.ndarray, threads: int, asr_on: 
 def cmd_latency(args) -> dict:
     import torch
 
+    from hop.engine.backends import set_lm_weights
     from hop.engine.capture import rescan_devices
     from hop.tools.virtual_mic import VirtualMic, available
 
@@ -458,6 +462,7 @@ def cmd_latency(args) -> dict:
     model, note = model_for(args)
     speech, origin = load_speech(args.seconds, args.speech_dir)
     asr_modes = {"off": [False], "on": [True], "both": [False, True]}[args.asr]
+    weights = args.lm_weights if model.lm is not None else ["fp32"]  # without LM layers there is nothing to quantise
     default_threads = torch.get_num_threads()
     conditions = []
     with tempfile.TemporaryDirectory(prefix="hop-bench-") as tmp:
@@ -469,12 +474,15 @@ def cmd_latency(args) -> dict:
             os.environ.update(mic.env())
             rescan_devices()  # PortAudio must see the private daemon
             for threads in args.threads:
-                for asr_on in asr_modes:
-                    print(f"latency: threads {threads}, ASR {'on' if asr_on else 'off'}, "
-                          f"{args.seconds:.0f} s of speech ...", flush=True)
-                    conditions.append(run_latency_condition(model, mic, speech, threads, asr_on, args.send_rate,
-                                                            clamp_stamps=not args.raw_capture_stamps))
+                for lm_weights in weights:
+                    for asr_on in asr_modes:
+                        print(f"latency: threads {threads}, LM {lm_weights}, ASR {'on' if asr_on else 'off'}, "
+                              f"{args.seconds:.0f} s of speech ...", flush=True)
+                        conditions.append(run_latency_condition(
+                            model, mic, speech, threads, asr_on, args.send_rate,
+                            clamp_stamps=not args.raw_capture_stamps, lm_weights=lm_weights))
         finally:
+            set_lm_weights(model, "fp32")  # back to fp32 for the caller (exact after int8; bf16 rounding stays)
             mic.stop()
             for key, value in saved.items():
                 if value is None:
@@ -486,11 +494,11 @@ def cmd_latency(args) -> dict:
     rows = []
     for c in conditions:
         e, r = c["latency_capture_to_socket_ms"], c["latency_capture_to_receiver_ms"]
-        rows.append([c["threads"], "on" if c["asr"] else "off", c["fresh_frames"], e["median"], e["p95"], e["p99"],
-                     e["max"], r["p95"], c["frames_skipped"], c["model_ms_per_frame"],
+        rows.append([c["threads"], c["lm_weights"], "on" if c["asr"] else "off", c["fresh_frames"], e["median"],
+                     e["p95"], e["p99"], e["max"], r["p95"], c["frames_skipped"], c["model_ms_per_frame"],
                      c["loadavg_1min_before_after"][1]])
     print_table("mic-to-wire latency, ms (capture time of the newest sample -> datagram sent)",
-                ["threads", "asr", "frames", "median", "p95", "p99", "max", "rx p95", "skipped", "model ms",
+                ["threads", "lm", "asr", "frames", "median", "p95", "p99", "max", "rx p95", "skipped", "model ms",
                  "load"], rows)
     return {
         "benchmark": "latency",
@@ -827,6 +835,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_int_list, default=[1, 2], help="torch thread counts to run (default 1,2)")
     p.add_argument("--asr", choices=["off", "on", "both"], default="both")
     p.add_argument("--send-rate", type=float, default=60.0, help="sends per second (hop-live's default 60)")
+    p.add_argument("--lm-weights", type=_weights_list, default=["fp32"],
+                   help="comma-separated LM weight formats to run side by side (default fp32, hop-live's default)")
     p.add_argument("--raw-capture-stamps", action="store_true",
                    help="keep MicCapture's capture stamps even when they lie after the callback (see StampCheck)")
 

@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--lm", help="local folder of the checkpoint's LM if its original path is not on this machine")
+    p.add_argument("--lm-weights", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="the frozen LM's weight format, as hop-live --lm-weights runs it (int8: CPU only)")
     p.add_argument("--shuffled-audio", action="store_true", help="also score the model fed time-shuffled audio")
     p.add_argument("--json", type=Path, help="write the metrics here")
     p.add_argument("--gif", type=Path, help="side-by-side animation of generated vs real motion")
@@ -270,6 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hop-evaluate: {err}", file=sys.stderr)
         return 2
     model = model.to(a.device)
+    if a.lm_weights != "fp32":  # score the model as a deployment with this LM format runs it
+        from hop.engine.backends import BackendError, set_lm_weights
+
+        try:
+            set_lm_weights(model, a.lm_weights)
+        except BackendError as err:
+            print(f"hop-evaluate: --lm-weights {a.lm_weights}: {err}", file=sys.stderr)
+            return 2
     pieces = WordPieces(load_tokenizer(model.cfg.lm)) if model.lm is not None else None
     corpus = Corpus(a.data, mel=model.cfg.mel, pieces=pieces, split=a.split)
     if len(corpus) == 0:
@@ -292,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         report = quality_report(model, corpus, a.report, extractor, a.window, a.stride, a.device,
                                 gif_seconds=a.gif_seconds,
                                 about={"checkpoint": str(a.checkpoint), "data": str(a.data),
-                                       "fgd_ae": str(a.fgd_ae) if a.fgd_ae else None,
+                                       "fgd_ae": str(a.fgd_ae) if a.fgd_ae else None, "lm_weights": a.lm_weights,
                                        "trained_on": (payload.get("train_args") or {}).get("data", {}).get("train")})
         print("\n".join(summary_lines(report)))
         print(f"wrote {a.report / 'report.json'}" + (f" and {a.report / 'report.gif'}" if a.gif_seconds > 0 else ""))

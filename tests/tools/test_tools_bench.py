@@ -32,14 +32,17 @@ def test_latency_command_end_to_end_on_the_virtual_mic(streaming_model, tmp_path
         pytest.skip(reason)
     monkeypatch.setattr(bench, "load_streaming_model", lambda checkpoint: (streaming_model, "test model (untrained)"))
     out = tmp_path / "latency.json"
-    assert bench.main(["latency", "--seconds", "5", "--asr", "off", "--threads", "1", "--out", str(out)]) == 0
+    assert bench.main(["latency", "--seconds", "5", "--asr", "off", "--threads", "1", "--lm-weights", "fp32,int8",
+                       "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     machine = result["machine"]
     assert machine["cpu_model"] and machine["cpu_model"] != "unknown"
     assert machine["logical_cores"] >= 1 and machine["torch"] == torch.__version__
     assert len(machine["loadavg_at_start"]) == 3 and len(machine["loadavg_at_end"]) == 3
     assert result["benchmark"] == "latency" and result["pose_fps"] == 30
-    (run,) = result["conditions"]
+    run, int8 = result["conditions"]  # side by side in one run, the LM's weight formats as asked
+    assert (run["lm_weights"], int8["lm_weights"]) == ("fp32", "int8")
+    assert int8["fresh_frames"] + int8["frames_skipped"] >= 0.9 * 30 * int8["speech_seconds"]
     assert run["threads"] == 1 and run["threads_in_engine_thread"] == 1 and run["asr"] is False
     assert 4.5 <= run["speech_seconds"] <= 6.0
     expected = 30 * run["speech_seconds"]

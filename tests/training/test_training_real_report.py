@@ -64,3 +64,8 @@ def test_report_on_a_tiny_run(real_run, real_corpus, tmp_path):
     assert rows["ground_truth"]["upper_arm_spread_deg"] > 3.0
     assert "all_met" in report["targets"]
     assert (report_dir / "report.gif").stat().st_size > 1000
+    # scored as a deployment with int8 LM weights runs it (this small model has no LM: refused cleanly or a no-op)
+    assert evaluate.main(["--checkpoint", str(real_run / "inference.pt"), "--data", str(real_corpus),
+                          "--report", str(tmp_path / "int8"), "--fgd-ae", str(ae), "--gif-seconds", "0",
+                          "--threads", "1", "--lm-weights", "int8"]) == 0
+    assert json.loads((tmp_path / "int8" / "report.json").read_text())["lm_weights"] == "int8"
