@@ -50,7 +50,7 @@ from scipy.spatial.transform import Rotation
 
 from hop.engine.audio_file import load_audio_16k_mono
 from hop.model.skeleton import TED_EXPRESSIVE, TED_GESTURE
-from hop.training.data.clips import POSE_FPS, SAMPLE_RATE, Clip, ClipWriter, make_clip
+from hop.training.data.clips import POSE_FPS, SAMPLE_RATE, Clip, ClipWriter, make_clip, rewrite_manifest
 from hop.training.data.expressive import JointMap, load_joint_map, read_expressive
 from hop.training.data.retarget import ted_dir_vec
 from hop.training.data.textgrid import read_words
@@ -349,9 +349,7 @@ def convert_folder(source: str | Path, target: str | Path, split_file: str | Pat
             log(f"{take.id}: {split or 'no split'}, {clip.n_frames} frames, "
                 + (f"{len(clip.word_text)} words" if take.textgrid else "no TextGrid (no words)"))
     if skel.mean_dir_vec is None and train_frames:
-        from hop.training.data.real_corpus import _set_manifest
-
-        _set_manifest(target, fps=POSE_FPS, mean=train_sum / train_frames)  # the train split's mean pose
+        rewrite_manifest(target, fps=POSE_FPS, mean=train_sum / train_frames)  # the train split's mean pose
     return result
 
 

@@ -173,3 +173,21 @@ def read_clip(root: str | Path, entry: ClipEntry) -> Clip:
     with np.load(Path(root) / entry.file, allow_pickle=False) as data:
         return Clip(dir_vec=data["dir_vec"], audio=data["audio"], word_text=data["word_text"].tolist(),
                     word_start=data["word_start"], word_end=data["word_end"])
+
+
+def rewrite_manifest(root: str | Path, fps: int, mean=None, speakers=None) -> None:
+    """Set a written corpus's fps, and optionally its mean pose and speaker list (renumbering the
+    clips' speakers to it, e.g. a held-out split sharing its training corpus's indices)."""
+    root = Path(root)
+    path = root / "manifest.json"
+    raw = json.loads(path.read_text())
+    raw["fps"] = fps
+    if mean is not None:
+        raw["mean_dir_vec"] = [float(v) for v in mean]
+    if speakers is not None:  # same speaker indices as the training corpus
+        index = {name: i for i, name in enumerate(speakers)}
+        for c in raw["clips"]:
+            c["speaker"] = index[raw["speakers"][c["speaker"]]]
+        raw["speakers"] = list(speakers)
+    path.write_text(json.dumps(raw, indent=1))
+    read_manifest(root)  # still a valid corpus

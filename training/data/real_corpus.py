@@ -51,7 +51,7 @@ from scipy.signal import find_peaks
 from hop.model.skeleton import TED_EXPRESSIVE
 
 from hop.engine.audio_file import load_audio_16k_mono
-from .clips import POSE_FPS, SAMPLE_RATE, ClipWriter, make_clip, read_manifest
+from .clips import POSE_FPS, SAMPLE_RATE, ClipWriter, make_clip, rewrite_manifest
 from .expressive import read_expressive
 from .textgrid import read_textgrid
 from .windows import renormalise
@@ -394,7 +394,7 @@ def build(out: Path, shared: Path = SHARED_DATA, fps: float = POSE_FPS, holdout:
     log(f"constructed pairs: {aligned_total} of {target_total} speech peaks got a stroke")
     train_manifest = writer.close()
     mean = np.asarray(train_manifest.mean_dir_vec, dtype=np.float32)
-    _set_manifest(out / "train", fps=fps)
+    rewrite_manifest(out / "train", fps=fps)
 
     held = ClipWriter(out / "heldout", SKELETON.name, description="real-speech corpus, HELD-OUT split: the last "
                       f"{holdout:.0%} of every paired take; evaluation only (see ../corpus.json)")
@@ -407,26 +407,11 @@ def build(out: Path, shared: Path = SHARED_DATA, fps: float = POSE_FPS, holdout:
         summary["seconds"]["heldout/paired"] = round(summary["seconds"].get("heldout/paired", 0.0)
                                                      + (t.n_frames - t.n_train) / fps, 2)
     held.close()
-    _set_manifest(out / "heldout", fps=fps, mean=mean, speakers=train_manifest.speakers)
+    rewrite_manifest(out / "heldout", fps=fps, mean=mean, speakers=train_manifest.speakers)
     (out / "corpus.json").write_text(json.dumps(summary, indent=1))
     log(f"wrote {out}/train ({len(train_manifest.clips)} clips), {out}/heldout ({len(takes)} clips): "
         + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(summary["seconds"].items())))
     return summary
-
-
-def _set_manifest(root: Path, fps: int, mean=None, speakers=None) -> None:
-    path = root / "manifest.json"
-    raw = json.loads(path.read_text())
-    raw["fps"] = fps
-    if mean is not None:
-        raw["mean_dir_vec"] = [float(v) for v in mean]
-    if speakers is not None:  # same speaker indices as the training corpus
-        index = {name: i for i, name in enumerate(speakers)}
-        for c in raw["clips"]:
-            c["speaker"] = index[raw["speakers"][c["speaker"]]]
-        raw["speakers"] = list(speakers)
-    path.write_text(json.dumps(raw, indent=1))
-    read_manifest(root)  # still a valid corpus
 
 
 def main(argv: list[str] | None = None) -> int:
