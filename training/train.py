@@ -3,7 +3,7 @@
     python training/train.py --config training/configs/synthetic_cpu.toml [--out runs/x]
     hop-train --config training/configs/paper.toml --set train.batch_size=64 --set data.train=/data/ted/train
     hop-train --config ... --resume runs/x/last.pt          # continue (also after Ctrl-C)
-    torchrun --nproc_per_node 4 training/train.py --config ...   # DistributedDataParallel
+    torchrun --standalone --nproc_per_node 4 -m hop.training.train --config ...   # DistributedDataParallel
 
 Loss = huber_weight * Huber(pose) + style_weight * diversity(two speaker styles)
        + kld_weight * KLD(style posterior) + gan_weight * adversarial (after gan_warmup_epochs,
