@@ -29,6 +29,13 @@ def write_run_report(out_dir: Path, frames: list[tuple[float, np.ndarray, bool]]
     return written
 
 
+HAND_SPAN = 0.12  # half the width of a hand panel, in the skeleton's units (wrist to fingertip ~0.15)
+
+
+def _finger_names(side: str) -> set[str]:
+    return {f"{side}_{finger}" for finger in ("thumb", "index", "middle", "ring", "little")}
+
+
 def write_skeleton_gif(path: Path, frames, skeleton_name: str, fps: float, max_seconds: float) -> Path:
     """Front view of the skeleton (x right, up up), red while speaking, sampled at ``fps``. A rig
     with fingers gets two more panels, each hand magnified around its wrist: at full-body scale
@@ -58,9 +65,9 @@ def write_skeleton_gif(path: Path, frames, skeleton_name: str, fps: float, max_s
                  if b[1] == wrist or names[b[1]].rsplit("_", 1)[0] in _finger_names(side)]
         panels.append((ax, bones, wrist, 2))
         ax.set_title(f"{side} hand", fontsize=7, pad=1)
+    xs, ys = front[..., 0], front[..., 1]
     artists = []
     for ax, bones, centre, width in panels:
-        xs, ys = front[..., 0], front[..., 1]
         if centre is None:
             span, cx, cy = max(np.ptp(xs), np.ptp(ys)) * 0.6 + 0.1, xs.mean(), ys.mean()
             ax.set_xlim(cx - span, cx + span)
@@ -86,13 +93,6 @@ def write_skeleton_gif(path: Path, frames, skeleton_name: str, fps: float, max_s
     FuncAnimation(fig, draw, frames=len(picks), blit=False).save(path, writer=PillowWriter(fps=fps))
     plt.close(fig)
     return path
-
-
-HAND_SPAN = 0.12  # half the width of a hand panel, in the skeleton's units (wrist to fingertip ~0.15)
-
-
-def _finger_names(side: str) -> set[str]:
-    return {f"{side}_{finger}" for finger in ("thumb", "index", "middle", "ring", "little")}
 
 
 def write_latency_plot(path: Path, latencies: list[tuple[float, float]]) -> Path:

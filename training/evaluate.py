@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from hop.model import BUILTIN_CHECKPOINTS, Hop, load_checkpoint, resolve_checkpoint
+from hop.profiles import LM_WEIGHTS
 from hop.training import metrics as M
 from hop.training.dataset import Corpus, WindowDataset
 
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--lm", help="local folder of the checkpoint's LM if its original path is not on this machine")
-    p.add_argument("--lm-weights", choices=("fp32", "bf16", "int8"), default="fp32",
+    p.add_argument("--lm-weights", choices=LM_WEIGHTS, default="fp32",
                    help="the frozen LM's weight format, as hop-live --lm-weights runs it (int8: CPU only)")
     p.add_argument("--shuffled-audio", action="store_true", help="also score the model fed time-shuffled audio")
     p.add_argument("--json", type=Path, help="write the metrics here")
